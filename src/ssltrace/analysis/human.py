@@ -1,0 +1,134 @@
+"""Alignment of a model's confusions with human ones (CIFAR-10H; Peterson et al. 2019).
+
+CIFAR-10H gives, for each of the 10000 CIFAR-10 test images, how many of ~50 people chose
+each class. `human_confusion` turns the counts into a class-by-class confusion matrix; a
+model's matrix (e.g. `fewshot.prototype_confusion` on the same classes) is compared with it by
+the Spearman rank correlation of their entries, off-diagonal by default: the diagonal holds
+the accuracies, which would otherwise dominate the ranks and measure accuracy, not the
+pattern of confusions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.stats
+
+from ssltrace.analysis import register_analysis
+
+register_analysis(
+    "human_confusion",
+    "Spearman correlation of model and CIFAR-10H human confusions (off-diagonal), "
+    "permutation p-value",
+)
+
+
+def human_confusion(counts, labels) -> np.ndarray:
+    """Human confusion matrix [K, K] from per-image choice counts.
+
+    Each image's counts are divided by its row sum (so every image weighs the same whatever
+    its number of annotators); row k is the mean of these distributions over the images whose
+    true class is k, so every row sums to 1.
+
+    Args:
+        counts: non-negative [M, K] counts (or probabilities) of each class being chosen.
+        labels: int [M] true class 0..K-1 of each image; every class must occur.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    labels = np.asarray(labels)
+    if counts.ndim != 2 or counts.shape[0] == 0 or counts.shape[1] < 2:
+        raise ValueError(f"counts must be [M, K] with M >= 1, K >= 2, got shape {counts.shape}")
+    n_classes = counts.shape[1]
+    if labels.shape != (counts.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be an int array [{counts.shape[0]}] (one per row of counts), got "
+            f"shape {labels.shape} dtype {labels.dtype}"
+        )
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"labels must lie in 0..{n_classes - 1} (the columns of counts)")
+    if not np.all(np.isfinite(counts)) or counts.min() < 0:
+        raise ValueError("counts must be finite and non-negative")
+    totals = counts.sum(axis=1, keepdims=True)
+    if np.any(totals == 0):
+        raise ValueError(f"counts has rows summing to 0: {np.flatnonzero(totals == 0)[:5]}...")
+    per_class = np.bincount(labels, minlength=n_classes)
+    if per_class.min() == 0:
+        raise ValueError(f"labels has no image of classes {np.flatnonzero(per_class == 0)}")
+    sums = np.zeros((n_classes, n_classes))
+    np.add.at(sums, labels, counts / totals)
+    return sums / per_class[:, None]
+
+
+def compare_confusions(model, human, offdiagonal: bool = True) -> float:
+    """Spearman rank correlation between the entries of two [K, K] confusion matrices.
+
+    `offdiagonal=True` (the primary measure) uses the K(K-1) off-diagonal entries only;
+    False uses all K² entries. NaN when either set of entries is constant.
+    """
+    a, b = _entries(model, human, offdiagonal)
+    return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+def permutation_pvalue(
+    model,
+    human,
+    offdiagonal: bool = True,
+    n_perm: int = 1000,
+    seed: int | np.random.Generator = 0,
+) -> float:
+    """One-sided permutation p-value of `compare_confusions(model, human, offdiagonal)`.
+
+    Null: the model's class labels are exchangeable. Each permutation relabels the model's
+    classes, permuting its rows and columns jointly (M[π][:, π]), so the matrix keeps its own
+    structure (row sums, which entries share a class) while its correspondence with the human
+    classes is broken. p = (1 + #{ρ_perm >= ρ_obs}) / (1 + n_perm), so p > 0 always.
+    """
+    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+    model_entries, human_entries = _entries(model, human, offdiagonal)
+    # Spearman's rho is Pearson's r of the (average-tie) ranks, as in scipy.stats.spearmanr.
+    model_ranks = scipy.stats.rankdata(model_entries)
+    human_ranks = scipy.stats.rankdata(human_entries)
+    observed = _pearson(model_ranks, human_ranks)
+    if np.isnan(observed):
+        return float("nan")
+    k = len(np.asarray(model))
+    rng = np.random.default_rng(seed)
+    # A joint permutation maps the selected entries onto themselves, so the permuted
+    # entries are a reindexing of the model's ranks: rank once, reindex per permutation.
+    rows, cols = _selected(k, offdiagonal)
+    position = np.full((k, k), -1)
+    position[rows, cols] = np.arange(len(rows))
+    perms = rng.permuted(np.tile(np.arange(k), (n_perm, 1)), axis=1)
+    reindexed = model_ranks[position[perms[:, rows], perms[:, cols]]]
+    null = _pearson(reindexed, human_ranks)
+    # The tolerance keeps permutations that reproduce the observed ranks from losing the
+    # comparison to rounding.
+    exceed = np.count_nonzero(null >= observed - 1e-12)
+    return float((1 + exceed) / (1 + n_perm))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of x (or of x) with y; NaN for a constant row."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc @ yc) / (np.linalg.norm(xc, axis=-1) * np.linalg.norm(yc))
+
+
+def _selected(k: int, offdiagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.eye(k, dtype=bool) if offdiagonal else np.ones((k, k), dtype=bool)
+    return np.nonzero(keep)
+
+
+def _entries(model, human, offdiagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+    model = np.asarray(model, dtype=np.float64)
+    human = np.asarray(human, dtype=np.float64)
+    for name, m in (("model", model), ("human", human)):
+        if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 3:
+            raise ValueError(f"{name} must be a square [K, K] matrix with K >= 3, got {m.shape}")
+        if not np.all(np.isfinite(m)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+    if model.shape != human.shape:
+        raise ValueError(f"model {model.shape} and human {human.shape} must have the same shape")
+    rows, cols = _selected(len(model), offdiagonal)
+    return model[rows, cols], human[rows, cols]

@@ -1,0 +1,141 @@
+"""Learning-trajectory measures on RDMs across training epochs (seed paper 001).
+
+- `epoch_stability`: how much a layer's representational geometry still changes from one
+  epoch to the next (correlation of consecutive epochs' RDMs; seed 001 Fig. 1). Values near
+  1 mean the geometry has settled.
+- `category_dissimilarity`: mean dissimilarity within each category group and between the
+  group and everything else (seed 001 Fig. 2); category structure shows as within < between.
+- `aggregate_seeds`: mean and standard deviation of any tidy metric table across seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ssltrace.analysis import register_analysis
+from ssltrace.analysis.rdm import COMPARE_METHODS, compare, upper
+
+TABLE_COLUMNS = ("method", "seed", "epoch", "layer", "probe", "metric", "value")
+_KEYS = ["method", "epoch", "layer", "probe", "metric"]
+
+register_analysis(
+    "rdm_stability", "similarity of consecutive epochs' RDMs per layer (seed 001 Fig. 1)"
+)
+register_analysis(
+    "category_dissimilarity",
+    "within- vs between-group RDM dissimilarity of category groups per epoch (seed 001 Fig. 2)",
+)
+
+
+def epoch_stability(
+    rdms: np.ndarray | Mapping[int, np.ndarray], method: str = "spearman"
+) -> np.ndarray:
+    """Similarity of each epoch's RDM to the next one's: [E − 1] for E epochs.
+
+    Args:
+        rdms: [E, n, n] RDMs (or [E, m] upper-triangle vectors) in epoch order, or a dict
+            epoch -> RDM, taken in increasing epoch order (element i then compares the i-th
+            and (i+1)-th smallest epochs, whatever their spacing).
+        method: an `rdm.compare` method ('pearson', 'spearman', 'kendall_tau_a').
+    """
+    if method not in COMPARE_METHODS:
+        raise ValueError(f"method must be one of {COMPARE_METHODS}, got {method!r}")
+    if isinstance(rdms, Mapping):
+        stack = [rdms[epoch] for epoch in sorted(rdms)]
+    else:
+        stack = list(np.asarray(rdms, dtype=np.float64))
+    if len(stack) < 2:
+        raise ValueError(f"rdms must hold at least two epochs, got {len(stack)}")
+    vectors = [_vector(r, i) for i, r in enumerate(stack)]
+    if len({v.size for v in vectors}) != 1:
+        raise ValueError("rdms must all describe the same probe images (same size)")
+    return np.array([compare(a, b, method) for a, b in zip(vectors[:-1], vectors[1:], strict=True)])
+
+
+def category_dissimilarity(
+    rdm: np.ndarray, groups_of_each: np.ndarray, group_names: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """Mean within-group and between-group dissimilarity of every category group.
+
+    within = mean of rdm[i, j] over pairs i < j of group members; between = mean of
+    rdm[i, j] over members i and non-members j (images of other groups and ungrouped ones).
+
+    Args:
+        rdm: symmetric [n, n] RDM.
+        groups_of_each: int [n], the group index (into `group_names`) of every image, or -1
+            for an image in no group (it then only counts as a non-member).
+        group_names: the G group names.
+    Returns:
+        dict group name -> (within, between).
+    """
+    rdm = np.asarray(rdm, dtype=np.float64)
+    if rdm.ndim != 2 or rdm.shape[0] != rdm.shape[1]:
+        raise ValueError(f"rdm must be a square [n, n] matrix, got shape {rdm.shape}")
+    if not np.allclose(rdm, rdm.T, equal_nan=True):
+        raise ValueError("rdm must be symmetric")
+    groups = np.asarray(groups_of_each)
+    if groups.shape != (rdm.shape[0],) or not np.issubdtype(groups.dtype, np.integer):
+        raise ValueError(
+            f"groups_of_each must be an integer array of shape ({rdm.shape[0]},), "
+            f"got {groups.dtype} {groups.shape}"
+        )
+    names = [str(name) for name in group_names]
+    if groups.size and (groups.min() < -1 or groups.max() >= len(names)):
+        raise ValueError(
+            f"groups_of_each must index group_names (0..{len(names) - 1}) or be -1, "
+            f"found values {groups.min()}..{groups.max()}"
+        )
+    result = {}
+    for g, name in enumerate(names):
+        member = groups == g
+        n_in = int(member.sum())
+        if n_in < 2 or n_in == groups.size:
+            raise ValueError(
+                f"group {name!r} has {n_in} of {groups.size} images; within and between "
+                "dissimilarity need at least 2 members and at least 1 non-member"
+            )
+        within = upper(rdm[np.ix_(member, member)]).mean()
+        between = rdm[np.ix_(member, ~member)].mean()
+        result[name] = (float(within), float(between))
+    return result
+
+
+def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation across seeds of a tidy metric table.
+
+    Args:
+        table: rows (method, seed, epoch, layer, probe, metric, value); each
+            (method, seed, epoch, layer, probe, metric) at most once.
+    Returns:
+        one row per (method, epoch, layer, probe, metric) with columns `mean`, `sd`
+        (sample standard deviation, ddof=1; NaN when only one seed has a value, since the
+        spread of a single run is unknown, not zero) and `n_seeds` (seeds with a non-NaN
+        value; NaN values are skipped).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}; expected {list(TABLE_COLUMNS)}")
+    duplicated = table.duplicated(subset=["seed", *_KEYS])
+    if duplicated.any():
+        first = table.loc[duplicated, ["seed", *_KEYS]].iloc[0].to_dict()
+        raise ValueError(f"table has {int(duplicated.sum())} duplicated rows, e.g. {first}")
+    values = pd.to_numeric(table["value"], errors="raise")
+    grouped = values.groupby([table[k] for k in _KEYS], dropna=False, sort=True)
+    out = pd.DataFrame(
+        {"mean": grouped.mean(), "sd": grouped.std(ddof=1), "n_seeds": grouped.count()}
+    )
+    return out.reset_index()
+
+
+def _vector(rdm: np.ndarray, index: int) -> np.ndarray:
+    rdm = np.asarray(rdm, dtype=np.float64)
+    if rdm.ndim == 1:
+        return rdm
+    if rdm.ndim == 2 and rdm.shape[0] == rdm.shape[1]:
+        return upper(rdm)
+    raise ValueError(f"rdms[{index}] must be a square RDM or a vector, got shape {rdm.shape}")

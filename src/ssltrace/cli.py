@@ -1,0 +1,337 @@
+"""`ssltrace` command line: one subcommand per stage, called by the workflow's rules.
+
+Each subcommand is a thin wrapper: it parses file paths and one JSON `--settings` mapping
+(the rule's params, so a changed setting reruns the rule) and calls one library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _settings(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"ssltrace: --settings is not JSON ({exc}): {text[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise SystemExit("ssltrace: --settings must be a JSON object")
+    return value
+
+
+def cmd_list(args) -> None:
+    from ssltrace.analysis import ANALYSES
+    from ssltrace.data import describe as describe_data
+    from ssltrace.methods import describe as describe_methods
+    from ssltrace.models import describe as describe_models
+
+    print("Datasets:")
+    for name, text in describe_data().items():
+        print(f"  {name:14s} {text}")
+    print("Methods:")
+    for line in describe_methods().splitlines():
+        print(f"  {line}")
+    print("Architectures (layers extracted; every network adds head_fc1):")
+    for name, info in describe_models().items():
+        print(f"  {name:14s} {info['description']}")
+        print(f"  {'':14s} layers: {', '.join(info['layers'])}")
+    print("Analyses:")
+    for name in ANALYSES:
+        print(f"  {name:22s} {ANALYSES.get(name)}")
+
+
+def cmd_check_config(args) -> None:
+    from ssltrace import config
+
+    cfg = config.load(args.config, *args.presets)
+    runs = sum(len(cfg["seeds"]) for _ in cfg["methods"])
+    print(f"config OK: {len(cfg['methods'])} methods x {len(cfg['seeds'])} seeds = {runs} runs")
+
+
+def cmd_data(args) -> None:
+    from ssltrace.data import prepare_dataset, prepare_human
+
+    prepare = prepare_human if args.human else prepare_dataset
+    prepare(args.name, Path(args.data_dir), Path(args.out), **_settings(args.settings))
+    _log(f"wrote {args.out}")
+
+
+def cmd_split(args) -> None:
+    from ssltrace.splits import write_split
+
+    s = _settings(args.settings)
+    split = write_split(Path(args.dataset), Path(args.out), s["n_known"], s["n_novel"], s["seed"])
+    _log(f"known coarse: {split['known_coarse_names']}")
+    _log(f"novel coarse: {split['novel_coarse_names']}")
+
+
+def cmd_probe(args) -> None:
+    from ssltrace.splits import write_probe
+
+    split = Path(args.split) if args.split else None
+    write_probe(args.kind, Path(args.dataset), split, Path(args.out), **_settings(args.settings))
+    _log(f"wrote {args.out}")
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def cmd_pretrain(args) -> None:
+    from ssltrace.training import train_run
+
+    _threads(args)
+    train_run(
+        _settings(args.settings), Path(args.dataset), Path(args.split), Path(args.out_dir), log=_log
+    )
+
+
+def cmd_extract(args) -> None:
+    from ssltrace.extract import extract_run
+
+    _threads(args)
+    s = _settings(args.settings)
+    ckpt_dir, out_dir = Path(args.checkpoints_dir), Path(args.out_dir)
+    extract_run(
+        [ckpt_dir / epoch_file(e, ".pt") for e in args.epochs],
+        Path(args.probe),
+        [out_dir / epoch_file(e, ".npz") for e in args.epochs],
+        layers=s.get("layers"),
+        pooling=s.get("pooling", "mean"),
+        batch_size=s.get("batch_size", 1000),
+        device=s.get("device", "auto"),
+        log=_log,
+    )
+
+
+def cmd_fewshot(args) -> None:
+    from ssltrace.metrics import fewshot_run
+
+    _threads(args)
+    s = _settings(args.settings)
+    fewshot_run(
+        [Path(args.activations_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        Path(args.table),
+        Path(args.matrices),
+        method=args.method,
+        seed=args.seed,
+        probe=args.probe,
+        shots=s["shots"],
+        trials=s["trials"],
+        distance=s["distance"],
+        trial_seed=s["seed"],
+        max_per_class=s.get("max_per_class"),
+        device=s.get("device", "auto"),
+        log=_log,
+    )
+
+
+def cmd_human(args) -> None:
+    from ssltrace.metrics import human_run
+
+    _threads(args)
+    s = _settings(args.settings)
+    human_run(
+        [Path(args.activations_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        Path(args.probe_file),
+        Path(args.table),
+        Path(args.matrices),
+        method=args.method,
+        seed=args.seed,
+        shots=s["shots"],
+        trials=s["trials"],
+        distance=s["distance"],
+        trial_seed=s["seed"],
+        permutations=s["permutations"],
+        device=s.get("device", "auto"),
+        log=_log,
+    )
+
+
+def cmd_cluster(args) -> None:
+    from ssltrace.metrics import clustering_run
+
+    s = _settings(args.settings)
+    clustering_run(
+        Path(args.matrices),
+        Path(args.table),
+        Path(args.clusters),
+        method=args.method,
+        seed=args.seed,
+        probe=args.probe,
+        linkage=s["linkage"],
+        permutations=s["permutations"],
+        perm_seed=s["seed"],
+        log=_log,
+    )
+
+
+def cmd_collect(args) -> None:
+    from ssltrace.tables import concat
+
+    table = concat([Path(p) for p in args.tables], Path(args.out))
+    _log(f"{len(table)} rows -> {args.out}")
+
+
+def cmd_figure(args) -> None:
+    from ssltrace.figures.layers import metric_vs_layer
+
+    s = _settings(args.settings)
+    written = metric_vs_layer(
+        Path(args.table), args.metric, Path(args.stem), s["formats"], s["dpi"], args.title
+    )
+    _log("wrote " + ", ".join(map(str, written)))
+
+
+def epoch_file(epoch: int, suffix: str) -> str:
+    return f"epoch_{epoch:03d}{suffix}"
+
+
+def _add(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _run_args(parser) -> None:
+    parser.add_argument("--method", required=True, help="method name of the run")
+    parser.add_argument("--seed", required=True, type=int, help="seed of the run")
+    parser.add_argument("--probe", required=True, help="probe-set name (novel, human, ...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssltrace",
+        description="Trace how self-supervised representations form. Each subcommand is one "
+        "stage of the Snakemake workflow (data -> split -> pretrain -> extract -> metrics -> "
+        "figures); run `snakemake --cores all` to run a whole study.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add(
+        sub,
+        "list",
+        cmd_list,
+        "print registered datasets, methods, architectures (with layer names) and analyses",
+    )
+
+    p = _add(sub, "check-config", cmd_check_config, "validate a config (+ presets) and exit")
+    p.add_argument("config")
+    p.add_argument("presets", nargs="*", help="preset files merged on top, in order")
+
+    p = _add(sub, "data", cmd_data, "download/verify or generate a dataset and write its .npz")
+    p.add_argument("--name", required=True, help="dataset name (see `ssltrace list`)")
+    p.add_argument("--human", action="store_true", help="the human-comparison set")
+    p.add_argument("--data-dir", default="resources", help="where archives are downloaded")
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings", default="{}", help="JSON dataset options")
+
+    p = _add(sub, "split", cmd_split, "seeded split of coarse classes into known and novel")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings", required=True, help='JSON {"n_known","n_novel","seed"}')
+
+    p = _add(sub, "probe", cmd_probe, "select the images of a probe set")
+    p.add_argument("--kind", required=True, choices=["novel", "human"])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split")
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings", required=True, help="JSON probe options")
+
+    p = _add(
+        sub,
+        "pretrain",
+        cmd_pretrain,
+        "train one run (method x seed), a checkpoint per "
+        "epoch; resumes from the last finished epoch",
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--settings", required=True, help="JSON run settings")
+
+    p = _add(sub, "extract", cmd_extract, "activations of every layer for each checkpoint")
+    p.add_argument("--probe", required=True)
+    p.add_argument("--checkpoints-dir", required=True)
+    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    p.add_argument("--out-dir", required=True, help="one epoch_EEE.npz per epoch")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--settings", default="{}", help="JSON {layers, pooling, batch_size, device}")
+
+    p = _add(
+        sub,
+        "fewshot",
+        cmd_fewshot,
+        "pairwise m-shot prototype error matrices per epoch and layer (seed 000 §2.4)",
+    )
+    p.add_argument("--activations-dir", required=True)
+    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--table", required=True)
+    p.add_argument("--matrices", required=True)
+    _run_args(p)
+    p.add_argument("--settings", required=True, help="JSON {shots, trials, distance, seed}")
+
+    p = _add(
+        sub,
+        "human",
+        cmd_human,
+        "multi-class few-shot confusion vs CIFAR-10H human confusion, Spearman per layer "
+        "(seed 000 §2.5)",
+    )
+    p.add_argument("--activations-dir", required=True)
+    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    p.add_argument("--probe-file", required=True, help="the human probe set (.npz)")
+    p.add_argument("--table", required=True)
+    p.add_argument("--matrices", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument(
+        "--settings", required=True, help="JSON {shots, trials, distance, seed, permutations}"
+    )
+
+    p = _add(
+        sub,
+        "cluster",
+        cmd_cluster,
+        "hierarchical clustering of error matrices vs "
+        "coarse classes, mutual information (seed 000 §2.6)",
+    )
+    p.add_argument("--matrices", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--clusters", required=True)
+    _run_args(p)
+    p.add_argument("--settings", required=True, help="JSON {linkage, permutations, seed}")
+
+    p = _add(sub, "collect", cmd_collect, "stack per-run tidy tables into one study table")
+    p.add_argument("--out", required=True)
+    p.add_argument("tables", nargs="*")
+
+    p = _add(sub, "figure", cmd_figure, "draw a metric-vs-layer figure from a study table")
+    p.add_argument("--table", required=True)
+    p.add_argument("--metric", required=True)
+    p.add_argument("--stem", required=True, help="output path without extension")
+    p.add_argument("--title", default="")
+    p.add_argument("--settings", required=True, help="JSON {formats, dpi}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Study configuration: defaults, validation with messages that name the key, per-run settings.
+
+The JSON schema (workflow/schemas/config.schema.yaml) checks shapes and types; this module adds
+the checks a schema cannot express (names against the registries, shots vs images per class,
+split sizes vs coarse classes) and resolves what each run and stage needs. The Snakefile calls
+`validate` before any job is planned, so a mistake is reported before expensive work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+DEFAULTS: dict[str, Any] = {
+    "results_dir": "results",
+    "data_dir": "resources",
+    "dataset": {"options": {}},
+    "human": {"options": {}},
+    "split": {"seed": 0, "n_known": 10, "n_novel": 10},
+    "architecture": {"width": 1.0},
+    "train": {
+        "epochs": 10,
+        "batch_size": 512,
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4},
+        "schedule": {"name": "cosine", "warmup_epochs": 0},
+        "device": "auto",
+        "deterministic": False,
+        "amp": "auto",
+        "channels_last": True,
+        "compile": False,
+    },
+    "augment": {"preset": "seed000"},
+    "method_settings": {},
+    "probes": {
+        "novel": {"images_per_class": 100, "source": "test", "seed": 0},
+        "human": {"images_per_class": 100, "seed": 0},
+    },
+    "extract": {
+        "epochs": "all",
+        "layers": "all",
+        "pooling": "mean",
+        "batch_size": 1000,
+        "device": "auto",
+    },
+    "fewshot": {
+        "shots": 5,
+        "trials": 100,
+        "distance": "sqeuclidean",
+        "seed": 0,
+        "max_per_class": None,
+    },
+    "human_alignment": {"permutations": 1000},
+    "clustering": {"linkage": "average", "permutations": 1000, "seed": 0},
+    "figures": {"formats": ["png", "pdf"], "dpi": 200},
+}
+
+# Images per class that each dataset offers, so impossible probe sizes fail before any job.
+_REAL_PER_CLASS = {"cifar100": {"train": 500, "test": 100}, "cifar10h": 1000}
+
+
+class ConfigError(ValueError):
+    """A config mistake; the message names the key and what is expected."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@cache
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def validate(config: dict) -> dict:
+    """Return the config with defaults filled in, or raise ConfigError naming the bad key."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config must be a mapping of keys, got {type(config).__name__}")
+    _check_schema(config)
+    full = deep_merge(DEFAULTS, config)
+    _check_semantics(full)
+    return full
+
+
+def _check_schema(config: dict) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(e.path)))
+    if errors:
+        raise ConfigError(_schema_message(errors[0]))
+
+
+def _schema_message(error) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        where = f"under '{key}'" if error.absolute_path else "at the top level"
+        return f"config: unknown key {', '.join(map(repr, extra))} {where}{hint}"
+    if error.validator == "required":
+        return f"config key '{key}': {error.message}"
+    expected = _expected(error.schema)
+    return f"config key '{key}': expected {expected}, got {error.instance!r}"
+
+
+def _expected(schema: dict) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    if "oneOf" in schema:
+        return " or ".join(_expected(s) for s in schema["oneOf"])
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return {"posint": "an integer >= 1", "probability": "a number in [0, 1]"}.get(name, name)
+    kind = schema.get("type", "value")
+    parts = [kind if isinstance(kind, str) else " or ".join(kind)]
+    bounds = {
+        "minimum": ">=",
+        "exclusiveMinimum": ">",
+        "maximum": "<=",
+        "exclusiveMaximum": "<",
+        "minLength": "of length >=",
+        "minItems": "with at least this many items:",
+    }
+    parts += [f"{sym} {schema[k]}" for k, sym in bounds.items() if k in schema]
+    if schema.get("uniqueItems"):
+        parts.append("without duplicates")
+    if "pattern" in schema:
+        parts.append(f"matching {schema['pattern']}")
+    return "a " + " ".join(parts)
+
+
+def _check_semantics(cfg: dict) -> None:
+    from ssltrace.data import DATASETS, HUMAN_SETS
+    from ssltrace.methods import METHODS
+
+    _check_name(cfg["dataset"]["name"], DATASETS, "dataset.name")
+    _check_name(cfg["human"]["name"], HUMAN_SETS, "human.name")
+    for i, method in enumerate(cfg["methods"]):
+        _check_name(method, METHODS, f"methods[{i}]")
+    for method in cfg["method_settings"]:
+        _check_name(method, METHODS, f"method_settings.{method}")
+    _check_split(cfg)
+    _check_architecture_and_layers(cfg)
+    _check_probe_sizes(cfg)
+    for method in cfg["methods"]:
+        run_settings(cfg, method, cfg["seeds"][0])  # surfaces bad per-method overrides now
+
+
+def _check_name(name: str, registry, key: str) -> None:
+    if name not in registry:
+        raise ConfigError(
+            f"config key '{key}': unknown {registry.kind} {name!r}; "
+            f"expected one of {', '.join(registry.names())}"
+        )
+
+
+def _check_split(cfg: dict) -> None:
+    split = cfg["split"]
+    n_coarse = 20  # both CIFAR-100 and the synthetic set have 20 coarse classes
+    total = split["n_known"] + split["n_novel"]
+    if total > n_coarse:
+        raise ConfigError(
+            f"config keys 'split.n_known' + 'split.n_novel' = {total}: the dataset has only "
+            f"{n_coarse} coarse classes to split"
+        )
+    n_clusters = split["n_novel"]
+    if n_clusters < 2:
+        raise ConfigError("config key 'split.n_novel': expected >= 2 novel coarse classes")
+
+
+def _check_architecture_and_layers(cfg: dict) -> None:
+    layers = available_layers(cfg)
+    wanted = cfg["extract"]["layers"]
+    if wanted != "all":
+        unknown = [name for name in wanted if name not in layers]
+        if unknown:
+            raise ConfigError(
+                f"config key 'extract.layers': unknown layer {unknown[0]!r} for architecture "
+                f"{cfg['architecture']['name']!r}; expected some of {', '.join(layers)}"
+            )
+    epochs = cfg["extract"]["epochs"]
+    if isinstance(epochs, list):
+        too_late = [e for e in epochs if e > cfg["train"]["epochs"]]
+        if too_late:
+            raise ConfigError(
+                f"config key 'extract.epochs': epoch {too_late[0]} is beyond "
+                f"train.epochs = {cfg['train']['epochs']}"
+            )
+
+
+def available_layers(cfg: dict) -> list[str]:
+    """Layer names of the configured architecture plus the head's first fc."""
+    import torch
+
+    from ssltrace.models import build_backbone
+
+    arch = dict(cfg["architecture"])
+    name = arch.pop("name")
+    try:
+        with torch.device("meta"):  # layer names only: allocate nothing, initialise nothing
+            backbone = build_backbone(name, **arch)
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        raise ConfigError(f"config key 'architecture': {msg}") from None
+    return [*backbone.layer_names, "head_fc1"]
+
+
+def _check_probe_sizes(cfg: dict) -> None:
+    novel = cfg["probes"]["novel"]
+    per_class = _images_per_class(cfg["dataset"], novel["source"])
+    if novel["images_per_class"] > per_class:
+        raise ConfigError(
+            f"config key 'probes.novel.images_per_class' = {novel['images_per_class']}: the "
+            f"{cfg['dataset']['name']} {novel['source']} split has only {per_class} per class"
+        )
+    shots = cfg["fewshot"]["shots"]
+    available = min(novel["images_per_class"], per_class)
+    if shots >= available:
+        raise ConfigError(
+            f"config key 'fewshot.shots' = {shots}: needs fewer shots than the {available} "
+            "images per novel class (probes.novel.images_per_class), leaving test samples"
+        )
+    human_per_class = _human_per_class(cfg["human"])
+    if cfg["probes"]["human"]["images_per_class"] > human_per_class:
+        raise ConfigError(
+            f"config key 'probes.human.images_per_class' = "
+            f"{cfg['probes']['human']['images_per_class']}: the {cfg['human']['name']} set has "
+            f"only {human_per_class} images per class"
+        )
+    if shots >= cfg["probes"]["human"]["images_per_class"]:
+        raise ConfigError(
+            f"config key 'fewshot.shots' = {shots}: needs fewer shots than "
+            "probes.human.images_per_class"
+        )
+
+
+def _images_per_class(dataset: dict, source: str) -> int:
+    if dataset["name"] in _REAL_PER_CLASS:
+        return _REAL_PER_CLASS[dataset["name"]][source]
+    options = dataset.get("options", {})
+    defaults = {"train": 500, "test": 100}
+    return options.get(f"{source}_per_class", defaults[source])
+
+
+def _human_per_class(human: dict) -> int:
+    if human["name"] in _REAL_PER_CLASS:
+        return _REAL_PER_CLASS[human["name"]]
+    return human.get("options", {}).get("per_class", 100)
+
+
+def method_trains(method: str) -> bool:
+    from ssltrace.methods import METHODS
+
+    return getattr(METHODS.get(method), "trains", True)
+
+
+def run_settings(cfg: dict, method: str, seed: int) -> dict:
+    """Everything the pretrain stage needs for one run; a change to it retrains that run."""
+    settings = cfg["method_settings"].get(method, {})
+    train = deep_merge(cfg["train"], settings.get("train", {}))
+    key = f"method_settings.{method}.train"
+    unknown = set(settings.get("train", {})) - set(DEFAULTS["train"])
+    if unknown:
+        raise ConfigError(f"config: unknown key {sorted(unknown)[0]!r} under '{key}'")
+    if not method_trains(method):
+        train["epochs"] = 0
+    return {
+        "method": method,
+        "seed": int(seed),
+        "method_params": settings.get("params", {}),
+        "architecture": cfg["architecture"],
+        "train": train,
+        "augment": cfg["augment"],
+    }
+
+
+def checkpoint_epochs(cfg: dict, method: str) -> list[int]:
+    """Epochs with a checkpoint: 0 (initialisation) .. epochs; only 0 for `untrained`."""
+    if not method_trains(method):
+        return [0]
+    epochs = deep_merge(cfg["train"], cfg["method_settings"].get(method, {}).get("train", {}))
+    return list(range(epochs["epochs"] + 1))
+
+
+def analysed_epochs(cfg: dict, method: str) -> list[int]:
+    """Checkpoints whose activations are extracted and analysed (extract.epochs)."""
+    available = checkpoint_epochs(cfg, method)
+    choice = cfg["extract"]["epochs"]
+    if choice == "all":
+        return available
+    if isinstance(choice, dict):
+        picked = set(available[:: choice["every"]]) | {available[-1]}
+    else:
+        picked = set(choice) & set(available) or {available[-1]}
+    return sorted(picked)
+
+
+def analysed_layers(cfg: dict) -> list[str]:
+    choice = cfg["extract"]["layers"]
+    return available_layers(cfg) if choice == "all" else list(choice)
+
+
+def load(path: str | Path, *overrides: str | Path) -> dict:
+    """Load a config file (plus preset files merged on top) and validate it."""
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    for extra in overrides:
+        with open(extra) as fh:
+            cfg = deep_merge(cfg, yaml.safe_load(fh) or {})
+    return validate(cfg)

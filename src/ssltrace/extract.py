@@ -1,0 +1,126 @@
+"""Activations of every named layer, from every checkpoint, in one forward pass with hooks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ssltrace import io
+
+POOLINGS = ("mean", "max", "flatten", "avg2x2")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_network(checkpoint_path: Path, device: torch.device):
+    """Rebuild the method module a checkpoint was written from and load its weights."""
+    from ssltrace.methods import build_method
+    from ssltrace.models import build_backbone
+
+    ckpt = io.torch_load(checkpoint_path)
+    arch = dict(ckpt["architecture"])
+    backbone = build_backbone(arch.pop("name"), **arch)
+    net = build_method(ckpt["method"], backbone, ckpt["method_params"], ckpt["n_classes"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net.to(device).eval(), ckpt
+
+
+def named_layers(net) -> dict[str, torch.nn.Module]:
+    return {**net.backbone.layer_modules(), "head_fc1": net.head.fc1}
+
+
+def pool(activation: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce a conv map [B,C,H,W] to a vector per image; vectors pass through unchanged."""
+    if activation.dim() == 2:
+        return activation
+    if how == "mean":
+        return activation.mean(dim=(2, 3))
+    if how == "max":
+        return activation.amax(dim=(2, 3))
+    if how == "avg2x2":
+        return F.adaptive_avg_pool2d(activation, 2).flatten(1)
+    if how == "flatten":
+        return activation.flatten(1)
+    raise ValueError(f"unknown pooling {how!r}; expected one of {', '.join(POOLINGS)}")
+
+
+@torch.no_grad()
+def activations(
+    net,
+    images: np.ndarray,
+    layers: Sequence[str],
+    pooling: str,
+    batch_size: int,
+    augment: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Pooled activations [n, d] per layer; images are normalised as in training, unaugmented."""
+    from ssltrace.augment import Augmenter
+
+    modules = named_layers(net)
+    device = next(net.parameters()).device
+    to_input = Augmenter(augment, device).plain
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    hooks = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: store[name].append(pool(out, pooling).float().cpu())
+        )
+        for name in layers
+    ]
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            x = to_input(batch.to(device))
+            net.head(net.backbone(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: torch.cat(chunks).numpy() for name, chunks in store.items()}
+
+
+def extract_run(
+    checkpoints: Sequence[Path],
+    probe_path: Path,
+    outputs: Sequence[Path],
+    layers: Sequence[str] | None = None,
+    pooling: str = "mean",
+    batch_size: int = 1000,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> None:
+    """Write one activations file per checkpoint (outputs[i] for checkpoints[i])."""
+    if len(checkpoints) != len(outputs):
+        raise ValueError(f"{len(checkpoints)} checkpoints but {len(outputs)} output paths")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    probe = io.load_npz(probe_path)
+    dev = resolve_device(device)
+    for ckpt_path, out in zip(checkpoints, outputs, strict=True):
+        start = time.perf_counter()
+        net, ckpt = load_network(Path(ckpt_path), dev)
+        names = list(layers) if layers else list(named_layers(net))
+        acts = activations(net, probe["images"], names, pooling, batch_size, ckpt.get("augment"))
+        io.save_npz(
+            out,
+            {
+                **acts,
+                "layers": np.array(names),
+                "labels": probe["labels"],
+                "coarse": probe["coarse"],
+                "class_names": probe["class_names"],
+                "coarse_names": probe["coarse_names"],
+                "epoch": np.int64(ckpt["epoch"]),
+            },
+        )
+        log(
+            f"epoch {ckpt['epoch']}: {len(names)} layers, {len(probe['labels'])} images, "
+            f"{time.perf_counter() - start:.2f} s -> {out}"
+        )

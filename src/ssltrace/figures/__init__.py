@@ -1,0 +1,1 @@
+"""Publication figures; each module draws one figure family from metric tables only."""

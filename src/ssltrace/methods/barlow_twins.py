@@ -1,0 +1,27 @@
+"""Barlow Twins (Zbontar et al., 2021): drive the views' cross-correlation matrix to identity.
+
+Parameters: `lambd` (5e-3, the paper's off-diagonal weight), `proj_hidden_dim` (null =
+backbone out_dim) and `proj_dim` (2048).
+"""
+
+from __future__ import annotations
+
+from ssltrace.losses import barlow_twins_loss
+from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+
+
+@METHODS.register("barlow_twins")
+class BarlowTwins(Method):
+    name = "barlow_twins"
+    defaults = {"lambd": 5e-3, "proj_hidden_dim": None, "proj_dim": 2048}
+
+    def __init__(self, backbone, params, n_classes):
+        super().__init__(backbone, params, n_classes)
+        require_positive(self.name, self.params, "lambd", "proj_dim")
+        self.head = make_head(
+            backbone.out_dim, self.params["proj_hidden_dim"], self.params["proj_dim"]
+        )
+
+    def loss(self, views, labels=None):
+        z1, z2 = self.embed_views(views, self.head).chunk(2)
+        return barlow_twins_loss(z1, z2, self.params["lambd"])

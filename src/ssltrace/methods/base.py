@@ -1,0 +1,159 @@
+"""What every method shares: parameter validation, the projection head, momentum updates.
+
+A method is an `nn.Module` built as `cls(backbone, params, n_classes)`. It holds `backbone`,
+`head` (an `MLPHead` whose first layer `head.fc1` the extraction hooks) and whatever else it
+needs as submodules or buffers, so `state_dict()` carries EMA targets and queues into
+checkpoints. The engine calls `loss(views, labels)` once per step and `after_step(progress)`
+after each optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ssltrace.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+class Method(nn.Module):
+    """Base class: subclasses set `name`, `defaults` and implement `loss`."""
+
+    name: ClassVar[str] = ""
+    n_views: ClassVar[int] = 2
+    uses_labels: ClassVar[bool] = False
+    trains: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, backbone: nn.Module, params: Mapping[str, Any] | None, n_classes: int):
+        super().__init__()
+        if not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+        self.params = resolve_params(self.name, self.defaults, params)
+        self.n_classes = n_classes
+        self.backbone = backbone
+
+    def loss(self, views: list[torch.Tensor], labels: torch.Tensor | None) -> dict:
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """Called after every optimiser step with progress = step / total steps in [0, 1)."""
+
+    @property
+    def uses_progress(self) -> bool:
+        """True when training depends on the total number of steps (a momentum schedule)."""
+        return False
+
+    def embed_views(self, views: list[torch.Tensor], *modules: nn.Module) -> torch.Tensor:
+        """Run all views through backbone then `modules` as ONE batch, returned as float32.
+
+        One forward over the concatenated views halves the kernel launches per step; the
+        BatchNorm statistics are then those of all views together.
+        """
+        self.check_views(views)
+        return forward_views(views, self.backbone, *modules)
+
+    def check_views(self, views: list[torch.Tensor]) -> None:
+        if not isinstance(views, (list, tuple)) or len(views) != self.n_views:
+            got = len(views) if isinstance(views, (list, tuple)) else type(views).__name__
+            raise ValueError(f"{self.name} takes views as a list of {self.n_views}, got {got}")
+
+
+def forward_views(views: list[torch.Tensor], *modules: nn.Module) -> torch.Tensor:
+    """torch.cat(views) through `modules` in turn, as float32 (losses stay out of bf16)."""
+    out = torch.cat(list(views))
+    for module in modules:
+        out = module(out)
+    return out.float()
+
+
+def resolve_params(
+    method: str, defaults: Mapping[str, Any], params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Defaults overridden by `params`; an unknown key or a wrongly typed value is an error."""
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"method_params for {method!r} must be a mapping, got {type(params).__name__}"
+        )
+    valid = ", ".join(sorted(defaults)) or "none"
+    for key, value in params.items():
+        if key not in defaults:
+            raise ValueError(
+                f"unknown method_params key {key!r} for method {method!r}; valid keys: {valid}"
+            )
+        _check_type(method, key, value, defaults[key])
+    return {**defaults, **params}
+
+
+def _check_type(method: str, key: str, value: Any, default: Any) -> None:
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "a boolean"
+    elif default is None:
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+        expected = "a positive int or null"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "an int"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number"
+    else:
+        ok, expected = isinstance(value, type(default)), type(default).__name__
+    if not ok:
+        raise ValueError(f"method_params {key!r} of {method!r} must be {expected}, got {value!r}")
+
+
+def require_positive(method: str, params: Mapping[str, Any], *keys: str) -> None:
+    """Each of `keys` must be > 0 (None passes: it means a default width)."""
+    for key in keys:
+        value = params[key]
+        if value is not None and not value > 0:
+            raise ValueError(f"method_params {key!r} of {method!r} must be > 0, got {value!r}")
+
+
+def require_unit_interval(method: str, params: Mapping[str, Any], *keys: str) -> None:
+    """Each of `keys` must lie in [0, 1] (momentum coefficients)."""
+    for key in keys:
+        if not 0 <= params[key] <= 1:
+            raise ValueError(
+                f"method_params {key!r} of {method!r} must be in [0, 1], got {params[key]!r}"
+            )
+
+
+def make_head(in_dim: int, hidden_dim: int | None, out_dim: int) -> nn.Module:
+    """The shared MLPHead: fc1 -> ReLU -> BatchNorm1d -> fc2; hidden None = in_dim."""
+    from ssltrace.models.heads import MLPHead
+
+    return MLPHead(in_dim, hidden_dim or in_dim, out_dim)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` that the optimiser never sees (EMA target / momentum encoder)."""
+    import copy
+
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def cosine_momentum(base: float, final: float, progress: float) -> float:
+    """BYOL's schedule: tau = final - (final - base) (cos(pi progress) + 1) / 2."""
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target <- tau target + (1 - tau) online, for every parameter (BYOL eq. 1)."""
+    target_params = list(target.parameters())
+    online_params = list(online.parameters())
+    # foreach: one fused kernel per op for all parameters instead of one per tensor.
+    torch._foreach_mul_(target_params, tau)
+    torch._foreach_add_(target_params, online_params, alpha=1 - tau)

@@ -1,0 +1,63 @@
+"""BYOL (Grill et al., 2020): an online network predicts an EMA target network's projections.
+
+The target (`target_backbone`, `target_head`) is a frozen copy updated after every step as
+target <- tau target + (1 - tau) online, with tau following BYOL's cosine schedule from
+`base_momentum` (0.99) to `final_momentum` (1.0) over training; equal values give a constant
+tau. Projector `proj_hidden_dim` 4096 -> `proj_dim` 256 and predictor `pred_hidden_dim` 4096
+are the paper's sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ssltrace.losses import byol_loss
+from ssltrace.methods.base import (
+    METHODS,
+    Method,
+    cosine_momentum,
+    ema_update_,
+    forward_views,
+    frozen_copy,
+    make_head,
+    require_positive,
+    require_unit_interval,
+)
+
+
+@METHODS.register("byol")
+class BYOL(Method):
+    name = "byol"
+    defaults = {
+        "proj_hidden_dim": 4096,
+        "proj_dim": 256,
+        "pred_hidden_dim": 4096,
+        "base_momentum": 0.99,
+        "final_momentum": 1.0,
+    }
+
+    def __init__(self, backbone, params, n_classes):
+        super().__init__(backbone, params, n_classes)
+        p = self.params
+        require_positive(self.name, p, "proj_hidden_dim", "proj_dim", "pred_hidden_dim")
+        require_unit_interval(self.name, p, "base_momentum", "final_momentum")
+        self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
+        self.predictor = make_head(p["proj_dim"], p["pred_hidden_dim"], p["proj_dim"])
+        self.target_backbone = frozen_copy(self.backbone)
+        self.target_head = frozen_copy(self.head)
+
+    @property
+    def uses_progress(self) -> bool:
+        return self.params["base_momentum"] != self.params["final_momentum"]
+
+    def loss(self, views, labels=None):
+        z = self.embed_views(views, self.head)
+        q1, q2 = self.predictor(z).float().chunk(2)
+        with torch.no_grad():
+            t1, t2 = forward_views(views, self.target_backbone, self.target_head).chunk(2)
+        return byol_loss(q1, q2, t1, t2)
+
+    def after_step(self, progress: float) -> None:
+        tau = cosine_momentum(self.params["base_momentum"], self.params["final_momentum"], progress)
+        ema_update_(self.target_backbone, self.backbone, tau)
+        ema_update_(self.target_head, self.head, tau)

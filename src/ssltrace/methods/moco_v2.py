@@ -1,0 +1,99 @@
+"""MoCo v2 (Chen, Fan, Girshick & He, 2020): queries against a momentum encoder's keys + queue.
+
+The key encoder (`key_backbone`, `key_head`) is a frozen copy updated after every step as
+key <- m key + (1 - m) query, with m on BYOL's cosine schedule from `base_momentum` (0.99) to
+`final_momentum` (1.0) as solo-learn does on CIFAR (equal values: MoCo's constant m). The
+queue (`queue` [queue_size, proj_dim], `queue_ptr`) is a buffer, so checkpoints carry it; the
+step's keys are enqueued in `after_step`, after the optimiser step, replacing the oldest.
+
+`symmetric` (default true, as solo-learn's MoCo v2+ and MoCo v3): the loss is the mean of
+InfoNCE(q1, k2) and InfoNCE(q2, k1) and both views' keys are enqueued; false is the original
+one-directional loss InfoNCE(q1, k2) enqueueing k2. Shuffled BatchNorm (a multi-GPU device
+against BN leakage) is not used: queries and keys come from different encoders and batches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ssltrace.losses import moco_infonce_loss
+from ssltrace.methods.base import (
+    METHODS,
+    Method,
+    cosine_momentum,
+    ema_update_,
+    forward_views,
+    frozen_copy,
+    make_head,
+    require_positive,
+    require_unit_interval,
+)
+
+
+@METHODS.register("moco_v2")
+class MoCoV2(Method):
+    name = "moco_v2"
+    defaults = {
+        "temperature": 0.2,
+        "queue_size": 16384,
+        "proj_hidden_dim": None,
+        "proj_dim": 128,
+        "base_momentum": 0.99,
+        "final_momentum": 1.0,
+        "symmetric": True,
+    }
+
+    def __init__(self, backbone, params, n_classes):
+        super().__init__(backbone, params, n_classes)
+        p = self.params
+        require_positive(self.name, p, "temperature", "queue_size", "proj_dim")
+        require_unit_interval(self.name, p, "base_momentum", "final_momentum")
+        self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
+        self.key_backbone = frozen_copy(self.backbone)
+        self.key_head = frozen_copy(self.head)
+        # Random unit keys until real ones arrive, as in MoCo's reference code.
+        queue = F.normalize(torch.randn(p["queue_size"], p["proj_dim"]), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending_keys: torch.Tensor | None = None
+
+    @property
+    def uses_progress(self) -> bool:
+        return self.params["base_momentum"] != self.params["final_momentum"]
+
+    def loss(self, views, labels=None):
+        self.check_views(views)
+        temperature = self.params["temperature"]
+        if not self.params["symmetric"]:
+            q1 = forward_views(views[:1], self.backbone, self.head)
+            with torch.no_grad():
+                k2 = forward_views(views[1:], self.key_backbone, self.key_head)
+            self._pending_keys = F.normalize(k2, dim=1)
+            return moco_infonce_loss(q1, k2, self.queue, temperature)
+        q1, q2 = self.embed_views(views, self.head).chunk(2)
+        with torch.no_grad():
+            keys = forward_views(views, self.key_backbone, self.key_head)
+        k1, k2 = keys.chunk(2)
+        self._pending_keys = F.normalize(keys, dim=1)
+        a = moco_infonce_loss(q1, k2, self.queue, temperature)
+        b = moco_infonce_loss(q2, k1, self.queue, temperature)
+        return {key: (a[key] + b[key]) / 2 for key in a}
+
+    def after_step(self, progress: float) -> None:
+        m = cosine_momentum(self.params["base_momentum"], self.params["final_momentum"], progress)
+        ema_update_(self.key_backbone, self.backbone, m)
+        ema_update_(self.key_head, self.head, m)
+        if self._pending_keys is not None:
+            self.enqueue_(self._pending_keys)
+            self._pending_keys = None
+
+    @torch.no_grad()
+    def enqueue_(self, keys: torch.Tensor) -> None:
+        """Overwrite the oldest queue rows with `keys` (a ring buffer)."""
+        size = self.queue.shape[0]
+        keys = keys[-size:].to(self.queue.dtype)
+        rows = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[rows] = keys
+        # In place on the device: reading the pointer back would sync the GPU every step.
+        self.queue_ptr.add_(keys.shape[0]).remainder_(size)

@@ -1,0 +1,36 @@
+"""VICReg (Bardes, Ponce & LeCun, 2022): invariance + variance + covariance on the embeddings.
+
+Parameters: `sim_coeff` lambda (25), `std_coeff` mu (25), `cov_coeff` nu (1), the paper's
+defaults; `proj_hidden_dim` (null = backbone out_dim) and `proj_dim` (2048).
+"""
+
+from __future__ import annotations
+
+from ssltrace.losses import vicreg_loss
+from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+
+
+@METHODS.register("vicreg")
+class VICReg(Method):
+    name = "vicreg"
+    defaults = {
+        "sim_coeff": 25.0,
+        "std_coeff": 25.0,
+        "cov_coeff": 1.0,
+        "proj_hidden_dim": None,
+        "proj_dim": 2048,
+    }
+
+    def __init__(self, backbone, params, n_classes):
+        super().__init__(backbone, params, n_classes)
+        p = self.params
+        require_positive(self.name, p, "proj_dim")
+        for key in ("sim_coeff", "std_coeff", "cov_coeff"):
+            if p[key] < 0:
+                raise ValueError(f"method_params {key!r} of 'vicreg' must be >= 0, got {p[key]}")
+        self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
+
+    def loss(self, views, labels=None):
+        z1, z2 = self.embed_views(views, self.head).chunk(2)
+        p = self.params
+        return vicreg_loss(z1, z2, p["sim_coeff"], p["std_coeff"], p["cov_coeff"])

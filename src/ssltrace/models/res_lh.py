@@ -1,0 +1,42 @@
+"""res_L_H: the small constant-width residual network of seed paper 004 (Appendix A.2).
+
+Two 2x2 stride-2 convolutions (each with BatchNorm and ReLU) take a 32x32 image to 8x8 with H
+channels; L residual blocks of width H follow (conv3x3-BN-ReLU-conv3x3-BN + identity, ReLU),
+then global average pooling.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from ssltrace.models.backbone import (
+    ARCHITECTURES,
+    Backbone,
+    GlobalAvgPool,
+    check_positive_int,
+    conv_bn_relu,
+    init_weights,
+)
+
+
+@ARCHITECTURES.register("res_lh")
+def res_lh(*, depth: int = 4, hidden: int = 128) -> Backbone:
+    """res_L_H (seed 004): 2x2/2 convs to 8x8, L=depth residual blocks of H=hidden channels.
+
+    Also reachable as `res_{L}_{H}`, e.g. `build_backbone("res_4_128")`; out_dim = hidden.
+    """
+    depth = check_positive_int("depth", depth)
+    hidden = check_positive_int("hidden", hidden)
+    stages: OrderedDict[str, nn.Module] = OrderedDict()
+    stages["stem1"] = conv_bn_relu(3, hidden, kernel=2, stride=2, padding=0)
+    stages["stem2"] = conv_bn_relu(hidden, hidden, kernel=2, stride=2, padding=0)
+    # torchvision's BasicBlock without a downsample is exactly the block described above.
+    for index in range(1, depth + 1):
+        stages[f"block{index}"] = BasicBlock(hidden, hidden)
+    stages["pool"] = GlobalAvgPool()
+    model = Backbone(stages, out_dim=hidden)
+    init_weights(model)
+    return model

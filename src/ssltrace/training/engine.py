@@ -1,0 +1,436 @@
+"""The training loop: one run (method x seed) from initialisation to the last epoch.
+
+`train_run(run, dataset_path, split_path, out_dir)` writes `checkpoints/epoch_EEE.pt` for every
+epoch 0..epochs (0 = initialisation) and `train_log.tsv`, and resumes from `.state/` after an
+interruption (see `ssltrace.training.state`). With `deterministic: true` on the CPU a resumed
+run ends bit-identical to an uninterrupted one: the permutation and augmentation generators of
+epoch e are seeded from (seed, e) alone, and everything else that carries over (weights, EMA
+target, queue, optimiser, grad scaler, global RNG) is restored from the saved state.
+
+Speed (the GPU path; each trick is marked "speed:" where it is applied):
+- the whole training set lives on the device as uint8; batches are index gathers, no DataLoader;
+- augmentation runs batched on the device from a device generator (ssltrace.augment);
+- channels_last memory format and bf16 autocast (`amp: auto` = bf16 on CUDA, off on CPU);
+- optional torch.compile of the backbone; cudnn.benchmark and TF32 unless deterministic;
+- losses are summed on the device and read once per epoch (one GPU sync per epoch);
+- fused optimiser kernels on CUDA (ssltrace.training.optim).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssltrace import io
+from ssltrace.augment import AugmentConfig, Augmenter
+from ssltrace.methods import METHODS, Method, build_method
+from ssltrace.methods.base import resolve_params
+from ssltrace.models import build_backbone
+from ssltrace.training.data import TrainingSet, load_training_set
+from ssltrace.training.optim import build_optimizer, check_optimizer_config
+from ssltrace.training.schedule import build_schedule
+from ssltrace.training.state import CHECKPOINT_FORMAT, StateStore
+
+LOG_COLUMNS = (
+    "epoch",
+    "loss",
+    "invariance",
+    "regularisation",
+    "lr",
+    "seconds",
+    "images_per_s",
+)
+PARTS = ("loss", "invariance", "regularisation")
+RUN_KEYS = {"method", "seed", "method_params", "architecture", "train", "augment"}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "batch_size": 256,
+    "optimizer": {"name": "sgd", "lr": 0.06, "momentum": 0.9, "weight_decay": 5e-4},
+    "schedule": {"name": "cosine", "warmup_epochs": 0},
+    "device": "auto",
+    "deterministic": False,
+    "amp": "auto",
+    "channels_last": True,
+    "compile": False,
+    "threads": None,
+}
+AMP_MODES = {"auto", "bf16", "fp16", "off"}
+
+StepHook = Callable[[int, int], None]
+
+
+def train_run(
+    run: Mapping[str, Any],
+    dataset_path: Path,
+    split_path: Path,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+    *,
+    _on_step: StepHook | None = None,
+) -> None:
+    """Train (or resume) one run and write its checkpoints and train_log.tsv under `out_dir`.
+
+    `run`: {"method", "seed", "method_params", "architecture": {"name", ...},
+    "train": {"epochs", "batch_size", "optimizer", "schedule", "device", "deterministic",
+    "amp", "channels_last", "compile", "threads"}, "augment": {"preset", ...}}.
+    `_on_step(epoch, step)` is called after every optimiser step (tests use it to interrupt).
+    """
+    spec = resolve_run(run)
+    method_cls = METHODS.get(spec["method"])  # checked by resolve_run
+    data = load_training_set(dataset_path, split_path)
+    train = spec["train"]
+    device = resolve_device(train["device"])
+    if method_cls.trains and len(data.images) < train["batch_size"]:
+        raise ValueError(
+            f"train.batch_size {train['batch_size']} exceeds the {len(data.images)} training "
+            "images of the known classes (incomplete batches are dropped)"
+        )
+    with runtime_settings(train, device):
+        trainer = Trainer(spec, data, device, Path(out_dir), log)
+        trainer.fit(_on_step)
+
+
+def resolve_run(run: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the run mapping and fill the training defaults; errors name the offending key."""
+    if not isinstance(run, Mapping):
+        raise TypeError(f"run must be a mapping, got {type(run).__name__}")
+    unknown = sorted(set(run) - RUN_KEYS)
+    if unknown:
+        raise ValueError(
+            f"run has unknown key(s) {', '.join(map(repr, unknown))}; valid: {sorted(RUN_KEYS)}"
+        )
+    for key in ("method", "seed", "architecture", "train"):
+        if key not in run:
+            raise ValueError(f"run lacks {key!r}")
+    seed = run["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"run.seed must be an int >= 0, got {seed!r}")
+    arch = run["architecture"]
+    if not isinstance(arch, Mapping) or not isinstance(arch.get("name"), str):
+        raise ValueError(f"run.architecture must be a mapping with a 'name', got {arch!r}")
+    train = run["train"]
+    if not isinstance(train, Mapping):
+        raise ValueError(f"run.train must be a mapping, got {train!r}")
+    unknown = sorted(set(train) - set(TRAIN_DEFAULTS) - {"epochs"})
+    if unknown:
+        raise ValueError(
+            f"run.train has unknown key(s) {', '.join(map(repr, unknown))}; valid: "
+            f"{', '.join(['epochs', *TRAIN_DEFAULTS])}"
+        )
+    train = {**TRAIN_DEFAULTS, **train}
+    _check_train(train)
+    method_cls = METHODS.get(run["method"])
+    return {
+        "method": run["method"],
+        "seed": seed,
+        "method_params": resolve_params(
+            run["method"], method_cls.defaults, run.get("method_params")
+        ),
+        "architecture": dict(arch),
+        "train": train,
+        "augment": AugmentConfig.from_dict(run.get("augment")).to_dict(),
+    }
+
+
+def _check_train(train: dict[str, Any]) -> None:
+    def fail(key: str, expected: str) -> None:
+        raise ValueError(f"run.train.{key} must be {expected}, got {train.get(key)!r}")
+
+    epochs, batch = train.get("epochs"), train["batch_size"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        fail("epochs", "an int >= 0")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
+        fail("batch_size", "an int >= 2")
+    if train["amp"] is False:  # YAML 1.1 reads an unquoted `off` as false
+        train["amp"] = "off"
+    if train["amp"] not in AMP_MODES:
+        fail("amp", f"one of {sorted(AMP_MODES)}")
+    for key in ("deterministic", "channels_last", "compile"):
+        if not isinstance(train[key], bool):
+            fail(key, "true or false")
+    threads = train["threads"]
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        fail("threads", "null or an int >= 1")
+    for key in ("optimizer", "schedule"):
+        if not isinstance(train[key], Mapping) or "name" not in train[key]:
+            fail(key, "a mapping with a 'name'")
+    check_optimizer_config(train["optimizer"])
+    build_schedule(train["schedule"], train["optimizer"]["lr"], epochs, steps_per_epoch=1)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' = CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"run.train.device must be auto, cpu or cuda[:N], got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.train.device is {device!r} but no CUDA device is available")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"run.train.device must be auto, cpu or cuda[:N], got {device!r}")
+    return resolved
+
+
+@contextlib.contextmanager
+def runtime_settings(train: Mapping[str, Any], device: torch.device) -> Iterator[None]:
+    """Threads and determinism for the run, restored afterwards (they are process-global)."""
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.get_float32_matmul_precision(),
+    )
+    try:
+        if train["threads"]:
+            torch.set_num_threads(train["threads"])
+        if train["deterministic"]:
+            # cuBLAS needs a fixed workspace to be deterministic; read at its first use.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # speed: autotuned conv kernels
+            torch.set_float32_matmul_precision("high")  # speed: TF32 outside autocast
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        torch.set_float32_matmul_precision(saved[3])
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if mode == "fp16" and device.type != "cuda":
+        raise ValueError("run.train.amp 'fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
+    """Seeds of epoch `epoch`'s permutation and augmentation generators, from (seed, epoch)."""
+    perm, aug = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint64)
+    return int(perm), int(aug)
+
+
+class Trainer:
+    """The state of one run in memory: model, optimiser, schedule, data on the device."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        data: TrainingSet,
+        device: torch.device,
+        out_dir: Path,
+        log: Callable[[str], None],
+    ):
+        self.spec, self.device, self.log = spec, device, log
+        self.train = train = spec["train"]
+        self.epochs = train["epochs"]
+        self.batch_size = train["batch_size"]
+        self.n_classes = data.n_classes
+        self.method = self._build_method(spec, data.n_classes)
+        self.steps_per_epoch = len(data.images) // self.batch_size
+        self.optimizer = build_optimizer(self.method, train["optimizer"], device)
+        self.schedule = build_schedule(
+            train["schedule"], train["optimizer"].get("lr"), self.epochs, self.steps_per_epoch
+        )
+        self.amp = amp_dtype(train["amp"], device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
+        self.store = StateStore(out_dir)
+        self.description = self._description(data)
+        self.data = data
+        self.rows: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec['method']} seed {self.spec['seed']}"
+
+    def _build_method(self, spec: dict[str, Any], n_classes: int) -> Method:
+        # Built on the CPU under the run's seed: the initialisation is the same on any device.
+        torch.manual_seed(spec["seed"])
+        arch = spec["architecture"]
+        backbone = build_backbone(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
+        method = build_method(spec["method"], backbone, spec["method_params"], n_classes)
+        method.to(self.device)
+        if self.train["channels_last"]:
+            method.to(memory_format=torch.channels_last)  # speed: NHWC convolutions
+        if self.train["compile"]:
+            method.backbone.compile()  # speed: fused kernels; state_dict keys unchanged
+        return method
+
+    def _description(self, data: TrainingSet) -> dict[str, Any]:
+        """What the saved state must match to be resumed (the fingerprint's input)."""
+        spec = self.spec
+        train = dict(spec["train"])
+        # Epochs matter only when the lr or momentum schedule spans the whole run.
+        if not (self.schedule.depends_on_epochs or self.method.uses_progress):
+            train.pop("epochs")
+        if not self.method.trains:
+            train = {}
+        return {**spec, "train": train, "data": data.digest()}
+
+    def fit(self, on_step: StepHook | None = None) -> None:
+        last = self._restore()
+        target = self.epochs if self.method.trains else 0
+        if last >= target:
+            self.store.expose(target)
+            self._write_log(target)
+            self.log(f"{self.name}: epochs 0..{target} already trained; nothing to do")
+            return
+        if last < 0:
+            self._commit(0)
+            self.log(f"{self.name}: initialisation saved as epoch 0")
+            last = 0
+        self._train_epochs(last + 1, target, on_step)
+
+    def _restore(self) -> int:
+        """Load the saved state if it matches; return the last finished epoch (-1: none)."""
+        reason = self.store.mismatch(self.description)
+        state = self.store.load_resume() if reason is None else None
+        if state is None:
+            if reason is not None:
+                self.log(f"{self.name}: discarding saved training state ({reason}); starting over")
+            self.store.reset(self.description)
+            return -1
+        epoch = state["epoch"]
+        self.method.load_state_dict(self.store.load_epoch(epoch)["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.rows = list(state["rows"])
+        self.store.expose(min(epoch, self.epochs if self.method.trains else 0))
+        self.log(f"{self.name}: resuming after epoch {epoch} from {self.store.root}")
+        return epoch
+
+    def _train_epochs(self, first: int, last: int, on_step: StepHook | None) -> None:
+        images = torch.from_numpy(self.data.images).to(self.device)  # speed: data on device
+        labels = torch.from_numpy(self.data.labels).to(self.device)
+        augmenter = Augmenter(self.spec["augment"], self.device)
+        self.method.train()
+        durations = []
+        for epoch in range(first, last + 1):
+            start = time.perf_counter()
+            parts, lr = self._train_epoch(epoch, images, labels, augmenter, on_step)
+            seconds = time.perf_counter() - start
+            durations.append(seconds)
+            n_images = self.steps_per_epoch * self.batch_size
+            row = {
+                "epoch": epoch,
+                **parts,
+                "lr": lr,
+                "seconds": seconds,
+                "images_per_s": n_images / seconds,
+            }
+            self.rows.append(row)
+            self._commit(epoch)
+            eta = (last - epoch) * sum(durations) / len(durations)
+            self.log(
+                f"{self.name} epoch {epoch}/{last}: loss {parts['loss']:.4f} (invariance "
+                f"{parts['invariance']:.4f}, regularisation {parts['regularisation']:.4f}) "
+                f"lr {lr:.4g}, {row['images_per_s']:.0f} images/s, {seconds:.1f} s, "
+                f"ETA {_duration(eta)}"
+            )
+
+    def _train_epoch(
+        self,
+        epoch: int,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        augmenter: Augmenter,
+        on_step: StepHook | None,
+    ) -> tuple[dict[str, float], float]:
+        perm_seed, aug_seed = epoch_seeds(self.spec["seed"], epoch)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(perm_seed)).to(
+            self.device, non_blocking=True
+        )
+        aug_generator = torch.Generator(device=self.device).manual_seed(aug_seed)
+        method, optimizer, batch = self.method, self.optimizer, self.batch_size
+        total_steps = max(1, self.epochs * self.steps_per_epoch)
+        sums = torch.zeros(len(PARTS), device=self.device)
+        memory_format = (
+            torch.channels_last if self.train["channels_last"] else torch.contiguous_format
+        )
+        for step in range(self.steps_per_epoch):
+            global_step = (epoch - 1) * self.steps_per_epoch + step
+            index = order[step * batch : (step + 1) * batch]
+            # speed: batched augmentation on the device, no per-sample Python work.
+            views = augmenter.views(images[index], method.n_views, aug_generator)
+            views = [v.contiguous(memory_format=memory_format) for v in views]
+            lr = self.schedule(global_step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                out = method.loss(views, labels[index] if method.uses_labels else None)
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            method.after_step(global_step / total_steps)
+            # speed: accumulate on the device; read back once per epoch.
+            sums += torch.stack([out[k].detach().float() for k in PARTS])
+            if on_step is not None:
+                on_step(epoch, step)
+        means = dict(zip(PARTS, (sums / self.steps_per_epoch).tolist(), strict=True))
+        if not math.isfinite(means["loss"]):
+            raise FloatingPointError(
+                f"{self.spec['method']} seed {self.spec['seed']}: the loss became "
+                f"{means['loss']} in epoch {epoch}; training stopped (try a lower learning "
+                "rate or warm-up)"
+            )
+        return means, lr
+
+    def _commit(self, epoch: int) -> None:
+        """Save epoch `epoch`: weights + checkpoint link, then the resume state, then the log."""
+        self.store.save_epoch(epoch, self._checkpoint(epoch))
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        self.store.save_resume(
+            {
+                "epoch": epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng,
+                "rows": self.rows,
+            }
+        )
+        self._write_log(epoch)
+
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.method.state_dict().items()}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "method": self.spec["method"],
+            "seed": self.spec["seed"],
+            "epoch": epoch,
+            "architecture": self.spec["architecture"],
+            "method_params": self.method.params,
+            "n_classes": self.n_classes,
+            "state_dict": state,
+        }
+
+    def _write_log(self, last_epoch: int) -> None:
+        import pandas as pd
+
+        rows = [row for row in self.rows if row["epoch"] <= last_epoch]
+        io.save_table(self.store.out_dir / "train_log.tsv", pd.DataFrame(rows, columns=LOG_COLUMNS))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,97 @@
+"""Extraction: hooks capture exactly the named layers' outputs, pooled as configured."""
+
+import numpy as np
+import pytest
+import torch
+
+from ssltrace import io
+from ssltrace.augment import Augmenter
+from ssltrace.extract import extract_run, load_network, pool
+from ssltrace.methods import build_method
+from ssltrace.models import build_backbone
+
+ARCH = {"name": "resnet18", "width": 0.125}
+
+
+def write_checkpoint(path, method="simclr", epoch=0, seed=0):
+    torch.manual_seed(seed)
+    arch = dict(ARCH)
+    net = build_method(method, build_backbone(arch.pop("name"), **arch), {}, n_classes=6)
+    io.torch_save(
+        path,
+        {
+            "format": "ssltrace-checkpoint/1",
+            "method": method,
+            "seed": seed,
+            "epoch": epoch,
+            "architecture": ARCH,
+            "method_params": {},
+            "n_classes": 6,
+            "state_dict": net.state_dict(),
+        },
+    )
+    return net
+
+
+def write_probe(path, n=12):
+    rng = np.random.default_rng(0)
+    io.save_npz(
+        path,
+        {
+            "images": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            "labels": np.arange(n) % 3,
+            "coarse": np.arange(n) % 3 // 2,
+            "class_names": np.array(["a", "b", "c"]),
+            "coarse_names": np.array(["x", "y"]),
+        },
+    )
+
+
+def test_pool_modes_match_plain_reductions():
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.equal(pool(x, "mean"), x.mean(dim=(2, 3)))
+    assert torch.equal(pool(x, "max"), x.flatten(2).max(dim=2).values)
+    assert torch.equal(pool(x, "flatten"), x.reshape(2, -1))
+    two = pool(x, "avg2x2").reshape(2, 4, 2, 2)
+    assert torch.allclose(two[:, :, 0, 1], x[:, :, :3, 3:].mean(dim=(2, 3)))
+    v = torch.randn(3, 5)
+    assert pool(v, "mean") is v
+    with pytest.raises(ValueError, match="pooling"):
+        pool(x, "median")
+
+
+def test_extracted_layers_equal_a_manual_forward(tmp_path):
+    net = write_checkpoint(tmp_path / "epoch_000.pt").eval()
+    write_probe(tmp_path / "probe.npz")
+    extract_run(
+        [tmp_path / "epoch_000.pt"],
+        tmp_path / "probe.npz",
+        [tmp_path / "a.npz"],
+        batch_size=5,
+        device="cpu",
+        log=lambda _: None,
+    )
+    acts = io.load_npz(tmp_path / "a.npz")
+    layers = acts["layers"].tolist()
+    assert layers == [*net.backbone.layer_names, "head_fc1"]
+    probe = io.load_npz(tmp_path / "probe.npz")
+    # the training augmenter's own normalisation, without augmentation
+    x = Augmenter(None, "cpu").plain(torch.from_numpy(probe["images"]))
+    with torch.no_grad():
+        b = net.backbone
+        stem = b.layer_modules()["stem"](x)
+        feats = b(x)
+        fc1 = net.head.fc1(feats)
+    assert np.allclose(acts["stem"], stem.mean(dim=(2, 3)).numpy(), atol=1e-5)
+    assert np.allclose(acts["pool"], feats.numpy(), atol=1e-5)
+    assert np.allclose(acts["head_fc1"], fc1.numpy(), atol=1e-5)
+    assert acts["pool"].shape == (12, net.backbone.out_dim)
+    assert int(acts["epoch"]) == 0 and (acts["labels"] == probe["labels"]).all()
+
+
+def test_network_round_trips_through_a_checkpoint(tmp_path):
+    net = write_checkpoint(tmp_path / "c.pt", method="supervised")
+    loaded, ckpt = load_network(tmp_path / "c.pt", torch.device("cpu"))
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert ckpt["method"] == "supervised"

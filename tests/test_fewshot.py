@@ -1,0 +1,242 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix
+from sklearn.neighbors import NearestCentroid
+
+from ssltrace.analysis import fewshot
+from ssltrace.analysis.fewshot import (
+    ShotPlan,
+    confusion_for_plan,
+    draw_shots,
+    mean_offdiagonal,
+    pairwise_errors_for_plan,
+    pairwise_prototype_errors,
+    pairwise_prototype_errors_loop,
+    prototype_confusion,
+)
+
+
+def _random_classes(seed=0, sizes=(12, 15, 9, 20, 11), dim=6):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=1.2, size=(len(sizes), dim))
+    labels = np.repeat(np.arange(len(sizes)) * 3 + 2, sizes)  # non-contiguous label values
+    features = centres[np.repeat(np.arange(len(sizes)), sizes)] + rng.normal(size=(sum(sizes), dim))
+    return features + 0.5, labels  # offset: cosine and sqeuclidean rank differently
+
+
+# --- hand-built geometry ---------------------------------------------------------------
+
+
+def test_tight_clusters_with_one_overlapping_pair():
+    # A at (2,0); B and C both at (0,3): B and C tests are equidistant from both prototypes
+    # (each tie counts half), A is never confused. Prototypes do not depend on the draw.
+    features = np.array([[2.0, 0.0]] * 5 + [[0.0, 3.0]] * 5 + [[0.0, 3.0]] * 6)
+    labels = np.repeat([0, 1, 2], [5, 5, 6])
+    expected = np.array([[0, 0, 0], [0, 0, 0.5], [0, 0.5, 0]])
+    for distance in ("sqeuclidean", "cosine"):
+        errors = pairwise_prototype_errors(
+            features, labels, shots=2, trials=7, distance=distance, device="cpu"
+        )
+        np.testing.assert_array_equal(errors, expected)
+        confusion = prototype_confusion(features, labels, 2, 7, distance, device="cpu")
+        np.testing.assert_array_equal(confusion, [[1, 0, 0], [0, 0.5, 0.5], [0, 0.5, 0.5]])
+
+
+def _line_plan():
+    # 1-D: A = {0, 0, 0, 10}, B = {8, 8, 8, 8}, C = {-4, -4, -8}; one shot per class.
+    features = np.array([0, 0, 0, 10, 8, 8, 8, 8, -4, -4, -8], dtype=float)[:, None]
+    plan = ShotPlan(
+        classes=np.array([0, 1, 2]),
+        rows=np.arange(11),
+        class_index=np.repeat([0, 1, 2], [4, 4, 3]),
+        shots=np.array([[[3], [4], [8]], [[0], [5], [10]]]),
+    )
+    return features, plan
+
+
+def test_exact_fractions_on_a_line():
+    features, plan = _line_plan()
+    # Trial 0: prototypes A=10, B=8, C=-4. A tests {0,0,0} lie nearer B (64 < 100) and
+    #   nearer C (16 < 100): E(A,B)=1, E(A,C)=1. B tests sit on their prototype. C tests
+    #   {-4,-8} are nearest to C=-4.
+    # Trial 1: prototypes A=0, B=8, C=-8. A tests {0,0,10}: 10 is nearer B (4 < 100):
+    #   E(A,B)=1/3; nothing nearer C: E(A,C)=0. C tests {-4,-4} are at 16 from both
+    #   A=0 and C=-8: ties, E(C,A)=1/2; B=8 is at 144: E(C,B)=0.
+    expected = np.array([[0, (1 + 1 / 3) / 2, (1 + 0) / 2], [0, 0, 0], [(0 + 0.5) / 2, 0, 0]])
+    errors = pairwise_errors_for_plan(features, plan, "sqeuclidean", device="cpu")
+    np.testing.assert_allclose(errors, expected, rtol=0, atol=1e-15)
+    # Had the shot 10 of trial 0 been a test sample too, E(A,B) would be (3/4 + 1/4)/2.
+    assert abs(errors[0, 1] - 0.5) > 0.1
+
+
+def test_exact_confusion_on_a_line():
+    features, plan = _line_plan()
+    # Trial 0: all A tests nearest C; C tests nearest C. Trial 1: A tests 0,0 -> A and
+    # 10 -> B; C tests -4,-4 tie between A and C (half each).
+    expected = np.array([[1 / 3, 1 / 6, 1 / 2], [0, 1, 0], [1 / 4, 0, 3 / 4]])
+    confusion = confusion_for_plan(features, plan, "sqeuclidean", device="cpu")
+    np.testing.assert_allclose(confusion, expected, rtol=0, atol=1e-15)
+
+
+def test_cosine_uses_direction_only():
+    # A shots (1,0),(3,0) -> prototype direction (1,0); B shots (0,2),(0,1) -> (0,1).
+    # A test (1,1) makes equal angles with both: a tie under cosine (1/2), but it is
+    # nearer B's prototype (0,1.5) than A's (2,0) in squared Euclidean distance (1.25 < 2).
+    # B test (1,3) is nearer (0,1) in angle and in distance.
+    features = np.array([[1, 0], [3, 0], [1, 1], [0, 2], [0, 1], [1, 3]], dtype=float)
+    plan = ShotPlan(
+        classes=np.array([0, 1]),
+        rows=np.arange(6),
+        class_index=np.array([0, 0, 0, 1, 1, 1]),
+        shots=np.array([[[0, 1], [3, 4]]]),
+    )
+    cosine = pairwise_errors_for_plan(features, plan, "cosine", device="cpu")
+    sqeuclid = pairwise_errors_for_plan(features, plan, "sqeuclidean", device="cpu")
+    np.testing.assert_array_equal(cosine, [[0, 0.5], [0, 0]])
+    np.testing.assert_array_equal(sqeuclid, [[0, 1], [0, 0]])
+
+
+# --- vectorised vs reference ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("max_per_class", [None, 10])
+def test_vectorised_equals_per_pair_loop(distance, max_per_class):
+    features, labels = _random_classes()
+    args = dict(shots=3, trials=9, distance=distance, max_per_class=max_per_class, seed=4)
+    fast = pairwise_prototype_errors(features, labels, device="cpu", **args)
+    slow = pairwise_prototype_errors_loop(features, labels, **args)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    assert 0.01 < mean_offdiagonal(fast) < 0.5  # a non-trivial case
+
+
+def test_batches_of_trials_give_the_same_result(monkeypatch):
+    features, labels = _random_classes(seed=1)
+    whole = pairwise_prototype_errors(features, labels, 2, 11, device="cpu")
+    monkeypatch.setattr(fewshot, "_BATCH_ELEMENTS", 1)  # one trial per batch
+    np.testing.assert_allclose(
+        pairwise_prototype_errors(features, labels, 2, 11, device="cpu"), whole, atol=1e-15
+    )
+
+
+def test_confusion_matches_sklearn_nearest_centroid_on_the_same_shots():
+    features, labels = _random_classes(seed=2)
+    plan = draw_shots(labels, shots=4, trials=5, seed=9)
+    expected = np.zeros((5, 5))
+    for t in range(plan.n_trials):
+        shot_pos = plan.shots[t].ravel()
+        test_pos = np.setdiff1d(np.arange(len(plan.rows)), shot_pos)
+        clf = NearestCentroid().fit(features[shot_pos], plan.class_index[shot_pos])
+        predicted = clf.predict(features[test_pos])
+        expected += confusion_matrix(plan.class_index[test_pos], predicted, normalize="true")
+    got = prototype_confusion(features, labels, 4, 5, "sqeuclidean", seed=9, device="cpu")
+    np.testing.assert_allclose(got, expected / plan.n_trials, atol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_two_class_confusion_equals_pairwise_errors():
+    features, labels = _random_classes(sizes=(14, 17))
+    for distance in ("sqeuclidean", "cosine"):
+        errors = pairwise_prototype_errors(features, labels, 3, 6, distance, device="cpu")
+        confusion = prototype_confusion(features, labels, 3, 6, distance, device="cpu")
+        np.testing.assert_allclose(confusion[[0, 1], [1, 0]], errors[[0, 1], [1, 0]], atol=1e-12)
+
+
+def test_torch_and_float32_inputs_agree_with_numpy():
+    features, labels = _random_classes(seed=3)
+    reference = pairwise_prototype_errors(features, labels, 2, 5, device="cpu")
+    from_torch = pairwise_prototype_errors(
+        torch.from_numpy(features), torch.from_numpy(labels), 2, 5, device="cpu"
+    )
+    np.testing.assert_array_equal(from_torch, reference)
+    single = pairwise_prototype_errors(features.astype(np.float32), labels, 2, 5, device="cpu")
+    np.testing.assert_allclose(
+        single,
+        pairwise_prototype_errors_loop(features.astype(np.float32), labels, 2, 5),
+        atol=1e-12,
+    )
+
+
+# --- shots -----------------------------------------------------------------------------------
+
+
+def test_shots_are_never_test_samples_in_expectation():
+    # A = {0, 0, 0, 10}, B = {8, 8, 8, 8}, one shot. Shot 10 (p = 1/4): the three 0s are
+    # nearer 8 -> error 1. Shot 0 (p = 3/4): of the tests {0, 0, 10} only 10 -> error 1/3.
+    # E(A,B) = 1/4 + 3/4 * 1/3 = 1/2; if the shot were also tested it would be 3/8.
+    features = np.array([0, 0, 0, 10, 8, 8, 8, 8], dtype=float)[:, None]
+    labels = np.repeat([0, 1], 4)
+    errors = pairwise_prototype_errors(features, labels, 1, 4000, seed=5, device="cpu")
+    assert abs(errors[0, 1] - 0.5) < 0.025  # standard error 0.0046
+
+
+def test_draw_shots_is_uniform_distinct_within_class_and_seeded():
+    labels = np.repeat([4, 7, 9], [6, 8, 5])
+    plan = draw_shots(labels, shots=3, trials=3000, seed=11)
+    assert plan.shots.shape == (3000, 3, 3)
+    np.testing.assert_array_equal(plan.classes, [4, 7, 9])
+    chosen = plan.rows[plan.shots]
+    assert np.all(labels[chosen] == np.array([4, 7, 9])[None, :, None])
+    assert np.all(np.diff(np.sort(plan.shots, axis=2), axis=2) > 0)
+    frequency = np.bincount(chosen.ravel(), minlength=len(labels)) / 3000
+    expected = 3 / np.bincount(plan.class_index)[plan.class_index]
+    np.testing.assert_allclose(frequency[plan.rows], expected, atol=0.04)
+    again = draw_shots(labels, 3, 3000, seed=np.random.default_rng(11))
+    np.testing.assert_array_equal(again.shots, plan.shots)
+    assert not np.array_equal(draw_shots(labels, 3, 3000, seed=12).shots, plan.shots)
+
+
+def test_max_per_class_takes_a_seeded_subset():
+    labels = np.repeat([0, 1], [30, 7])
+    plan = draw_shots(labels, shots=2, trials=4, max_per_class=10, seed=3)
+    np.testing.assert_array_equal(plan.class_sizes, [10, 7])
+    assert len(np.unique(plan.rows)) == 17 and np.all(labels[plan.rows] == [0] * 10 + [1] * 7)
+    other = draw_shots(labels, shots=2, trials=4, max_per_class=10, seed=4)
+    assert not np.array_equal(other.rows, plan.rows)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def test_too_many_shots_names_shots_and_smallest_class():
+    features, labels = _random_classes(sizes=(10, 4, 6))
+    with pytest.raises(ValueError, match=r"shots=4 .*smallest class has 4 samples"):
+        pairwise_prototype_errors(features, labels, shots=4, trials=2)
+    with pytest.raises(ValueError, match=r"max_per_class=3"):
+        pairwise_prototype_errors(features, labels, shots=3, trials=2, max_per_class=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(distance="euclid"), "distance must be one of"),
+        (dict(shots=0), "shots must be a positive integer"),
+        (dict(trials=2.5), "trials must be a positive integer"),
+        (dict(labels=np.zeros(5, dtype=int)), "labels has 5 entries"),
+        (dict(labels=np.zeros(44)), "labels must be an int array"),
+        (dict(labels=np.zeros(44, dtype=int)), "at least 2 classes"),
+        (dict(features=np.full((44, 3), np.nan)), "NaN"),
+        (dict(features=np.zeros(44)), r"features must be a float array \[n, d\]"),
+    ],
+)
+def test_bad_input_is_refused_with_the_argument_named(kwargs, message):
+    features, labels = _random_classes(sizes=(20, 24))
+    args = dict(features=features[:, :3], labels=labels, shots=2, trials=2) | kwargs
+    with pytest.raises(ValueError, match=message):
+        pairwise_prototype_errors(**args)
+
+
+def test_hand_built_plan_is_checked():
+    features, plan = _line_plan()
+    with pytest.raises(ValueError, match=r"shots\[t, c\] must all be samples of class c"):
+        ShotPlan(plan.classes, plan.rows, plan.class_index, plan.shots[:, [1, 0, 2]])
+    with pytest.raises(ValueError, match="distinct"):
+        ShotPlan(plan.classes, plan.rows, plan.class_index, np.array([[[0, 0], [4, 5], [8, 9]]]))
+
+
+def test_mean_offdiagonal():
+    m = np.array([[9.0, 1, 2], [3, 9, 4], [5, 6, 9]])
+    assert mean_offdiagonal(m) == pytest.approx(21 / 6)
+    with pytest.raises(ValueError, match="square"):
+        mean_offdiagonal(np.ones((2, 3)))

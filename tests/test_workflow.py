@@ -1,0 +1,104 @@
+"""End to end: the smallest full DAG (presets/ci.yaml) through Snakemake, every output checked."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssltrace import config as sslconfig
+from ssltrace import io
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(root, workdir, *args, check=True):
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(root / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(root / "presets/ci.yaml"),
+        "--config",
+        f"results_dir={workdir / 'results'}",
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ci_study(tmp_path_factory):
+    from tests.conftest import ROOT
+
+    work = tmp_path_factory.mktemp("ci_study")
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    snakemake(ROOT, work)
+    cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
+    cfg["results_dir"] = str(work / "results")
+    return ROOT, work, cfg
+
+
+def test_every_run_has_a_checkpoint_per_epoch_and_a_log(ci_study):
+    _, work, cfg = ci_study
+    for method in cfg["methods"]:
+        for seed in cfg["seeds"]:
+            run = work / "results" / "runs" / method / f"seed{seed}"
+            epochs = sslconfig.checkpoint_epochs(cfg, method)
+            files = sorted(p.name for p in (run / "checkpoints").glob("epoch_*.pt"))
+            assert files == [f"epoch_{e:03d}.pt" for e in epochs]
+            ckpt = io.torch_load(run / "checkpoints" / files[-1])
+            assert ckpt["method"] == method and ckpt["seed"] == seed
+            assert ckpt["epoch"] == epochs[-1]
+            log = pd.read_csv(run / "train_log.tsv", sep="\t")
+            assert {"epoch", "loss", "lr", "seconds", "images_per_s"} <= set(log.columns)
+            assert log["epoch"].tolist() == epochs[1:] if len(epochs) > 1 else True
+            assert np.isfinite(log["loss"]).all()
+
+
+def test_activations_hold_every_layer_for_every_epoch(ci_study):
+    _, work, cfg = ci_study
+    layers = sslconfig.analysed_layers(cfg)
+    for method in cfg["methods"]:
+        for probe, n in (("novel", 4 * 5 * 12), ("human", 10 * 12)):
+            folder = work / "results" / "activations" / method / "seed0" / probe
+            for epoch in sslconfig.analysed_epochs(cfg, method):
+                acts = io.load_npz(folder / f"epoch_{epoch:03d}.npz")
+                assert acts["layers"].tolist() == layers
+                for layer in layers:
+                    assert acts[layer].shape[0] == n and np.isfinite(acts[layer]).all()
+
+
+def test_tables_cover_every_run_epoch_and_layer(ci_study):
+    _, work, cfg = ci_study
+    layers = sslconfig.analysed_layers(cfg)
+    fewshot = pd.read_csv(work / "results/tables/fewshot.tsv", sep="\t")
+    clustering = pd.read_csv(work / "results/tables/clustering.tsv", sep="\t")
+    for method in cfg["methods"]:
+        n_epochs = len(sslconfig.analysed_epochs(cfg, method))
+        rows = fewshot[(fewshot.method == method) & (fewshot.metric == "fewshot_error")]
+        assert len(rows) == n_epochs * len(layers) * len(cfg["seeds"])
+        assert rows["value"].between(0, 1).all()
+        mi = clustering[(clustering.method == method) & (clustering.metric == "mi_bits")]
+        assert len(mi) == n_epochs * len(layers) * len(cfg["seeds"])
+        assert mi["value"].between(0, np.log2(4) + 1e-9).all()
+
+
+def test_figures_exist_and_rerun_does_nothing(ci_study):
+    root, work, cfg = ci_study
+    for stem in ("fig5_fewshot_error_vs_layer", "fig8_mi_vs_layer"):
+        for fmt in cfg["figures"]["formats"]:
+            path = work / "results" / "figures" / f"{stem}.{fmt}"
+            assert path.stat().st_size > 1000
+    dry = snakemake(root, work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr

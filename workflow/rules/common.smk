@@ -1,0 +1,82 @@
+# Config validation, paths and input functions; stage files hold only rules.
+import json
+
+from snakemake.utils import validate
+
+from ssltrace import config as sslconfig
+
+try:
+    # ssltrace's own check first: one message naming the key, before anything is planned.
+    CFG = sslconfig.validate(config)
+except sslconfig.ConfigError as error:
+    raise WorkflowError(f"invalid configuration: {error}") from None
+validate(config, schema="../schemas/config.schema.yaml")
+
+R = CFG["results_dir"]
+LOGS = f"{R}/logs"
+METHODS = CFG["methods"]
+SEEDS = CFG["seeds"]
+PROBES = ["novel", "human"]
+
+
+wildcard_constraints:
+    method="|".join(METHODS),
+    seed=r"\d+",
+    probe="|".join(PROBES),
+
+
+def as_json(value):
+    """Settings travel to `ssltrace` as one JSON argument; rules quote it with :q."""
+    return json.dumps(value, sort_keys=True)
+
+
+def dataset_file():
+    return f"{R}/data/{CFG['dataset']['name']}.npz"
+
+
+def human_file():
+    return f"{R}/data/human_{CFG['human']['name']}.npz"
+
+
+def run_dir(w):
+    return f"{R}/runs/{w.method}/seed{w.seed}"
+
+
+def run_settings(w):
+    return as_json(sslconfig.run_settings(CFG, w.method, int(w.seed)))
+
+
+def analysed_epochs(w):
+    return " ".join(str(e) for e in sslconfig.analysed_epochs(CFG, w.method))
+
+
+def extract_settings():
+    layers = CFG["extract"]["layers"]
+    settings = {k: CFG["extract"][k] for k in ("pooling", "batch_size", "device")}
+    settings["layers"] = None if layers == "all" else layers
+    return as_json(settings)
+
+
+def pretrain_runtime(w, attempt):
+    """Minutes for SLURM: a generous per-epoch guess that grows with each retry."""
+    epochs = len(sslconfig.checkpoint_epochs(CFG, w.method))
+    return int((30 + 2 * epochs) * attempt)
+
+
+def per_run(pattern, probe=None):
+    """`pattern` expanded over every (method, seed) run of the study."""
+    paths = []
+    for method in METHODS:
+        for seed in SEEDS:
+            paths.append(pattern.format(R=R, method=method, seed=seed, probe=probe))
+    return paths
+
+
+def get_final_output():
+    figures = [
+        f"{R}/figures/fig5_fewshot_error_vs_layer.{fmt}" for fmt in CFG["figures"]["formats"]
+    ]
+    figures += [f"{R}/figures/fig8_mi_vs_layer.{fmt}" for fmt in CFG["figures"]["formats"]]
+    tables = [f"{R}/tables/{name}.tsv" for name in ("fewshot", "clustering", "human")]
+    logs = per_run("{R}/runs/{method}/seed{seed}/train_log.tsv")
+    return figures + tables + logs

@@ -1,0 +1,28 @@
+# Pretrain stage: one job per run (method x seed), a checkpoint for every epoch (0 = init).
+# The resume state lives in {run}/.state, outside the declared outputs, because Snakemake deletes
+# a failed job's outputs; checkpoints/ holds hard links to the stored epochs.
+
+
+rule pretrain:
+    input:
+        dataset=dataset_file(),
+        split=f"{R}/splits/split.json",
+    output:
+        checkpoints=directory(f"{R}/runs/{{method}}/seed{{seed}}/checkpoints"),
+        table=f"{R}/runs/{{method}}/seed{{seed}}/train_log.tsv",
+    log:
+        f"{LOGS}/pretrain/{{method}}_seed{{seed}}.log",
+    params:
+        settings=run_settings,
+        out_dir=run_dir,
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=pretrain_runtime,
+    conda:
+        "../../envs/ssltrace.yaml"
+    shell:
+        "ssltrace pretrain --dataset {input.dataset:q} --split {input.split:q} "
+        "--out-dir {params.out_dir:q} --threads {threads} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
