@@ -64,7 +64,7 @@ INVALID = [
     ("probes.novel.images_per_class", 13, "probes.novel.images_per_class"),
     ("probes.human.images_per_class", 0, "probes.human.images_per_class"),
     ("probes.novel.source", "val", "probes.novel.source"),
-    ("split.n_known", 15, "split.n_known"),
+    ("split.n_known", 17, "split.n_known"),
     ("split.n_novel", 1, "split.n_novel"),
     ("seeds", [0, 0], "'seeds'"),
     ("seeds", [], "'seeds'"),

@@ -321,6 +321,7 @@ def test_training_set_is_the_known_classes_relabelled(data):
         ({"method_params": {"temp": 1.0}}, "unknown method_params key 'temp'"),
         ({"augment": {"preset": "nope"}}, "unknown augment preset"),
         ({"seed": -1}, "run.seed"),
+        ({"architecture": {"name": "resnet18", "depth": 3}}, "has no parameter 'depth'"),
     ],
 )
 def test_bad_runs_fail_before_training(data, tmp_path, change, match):

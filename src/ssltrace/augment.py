@@ -142,23 +142,23 @@ PRESETS: dict[str, dict] = {
 class AugmentConfig:
     """Augmentation settings; the defaults are the `simclr` preset, normalised for CIFAR-100."""
 
-    size: int = 32
-    crop_p: float = 1.0
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    size: int = 32  # output side in pixels
+    crop_p: float = 1.0  # probability of a random resized crop (else the whole image, resized)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # crop area / image area
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop width / height
     flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
+    jitter_p: float = 0.8  # probability of colour jitter (all four ops, or none)
+    brightness: float = 0.4  # factor ~ U[max(0, 1 - v), 1 + v]; likewise contrast, saturation
     contrast: float = 0.4
     saturation: float = 0.4
-    hue: float = 0.1
-    jitter_random_order: bool = True
+    hue: float = 0.1  # shift ~ U[-v, v] turns of the colour wheel, v <= 0.5
+    jitter_random_order: bool = True  # per-image random order of the four ops, as torchvision
     grayscale_p: float = 0.2
     blur_p: float = 0.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel: int | None = None
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels
+    blur_kernel: int | None = None  # odd side; None: int(0.1 * size) made odd
     solarize_p: float = 0.0
-    solarize_threshold: float = 0.5
+    solarize_threshold: float = 0.5  # in [0, 1] pixel units
     mean: tuple[float, float, float] = NORMALISATION["cifar100"][0]
     std: tuple[float, float, float] = NORMALISATION["cifar100"][1]
 
@@ -556,11 +556,12 @@ class Augmenter:
 
     def plain(self, images: torch.Tensor) -> torch.Tensor:
         """No augmentation: uint8 [B, H, W, 3] -> normalised float32 [B, 3, H, W]."""
-        x = check_images(images).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        x = check_images(images).permute(0, 3, 1, 2)
+        x = x.to(torch.float32, memory_format=torch.contiguous_format) / 255.0
         return normalise(x, self._mean, self._std)
 
 
 def _resolve_device(device: object) -> torch.device:
-    if device == "auto":
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -34,7 +34,7 @@ def cmd_list(args) -> None:
 
     print("Datasets:")
     for name, text in describe_data().items():
-        print(f"  {name:14s} {text}")
+        print(f"  {name:16s} {text}")
     print("Methods:")
     for line in describe_methods().splitlines():
         print(f"  {line}")
@@ -58,6 +58,8 @@ def cmd_check_config(args) -> None:
 def cmd_data(args) -> None:
     from ssltrace.data import prepare_dataset, prepare_human
 
+    _threads(args)
+
     prepare = prepare_human if args.human else prepare_dataset
     prepare(args.name, Path(args.data_dir), Path(args.out), **_settings(args.settings))
     _log(f"wrote {args.out}")
@@ -65,6 +67,8 @@ def cmd_data(args) -> None:
 
 def cmd_split(args) -> None:
     from ssltrace.splits import write_split
+
+    _threads(args)
 
     s = _settings(args.settings)
     split = write_split(Path(args.dataset), Path(args.out), s["n_known"], s["n_novel"], s["seed"])
@@ -75,16 +79,22 @@ def cmd_split(args) -> None:
 def cmd_probe(args) -> None:
     from ssltrace.splits import write_probe
 
+    _threads(args)
+
     split = Path(args.split) if args.split else None
     write_probe(args.kind, Path(args.dataset), split, Path(args.out), **_settings(args.settings))
     _log(f"wrote {args.out}")
 
 
 def _threads(args) -> None:
+    """Use exactly the threads Snakemake granted: oversubscribed torch/BLAS threads on a busy
+    machine were measured 5-20x slower than one thread each."""
     if getattr(args, "threads", None):
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
 
 
 def cmd_pretrain(args) -> None:
@@ -161,6 +171,8 @@ def cmd_human(args) -> None:
 def cmd_cluster(args) -> None:
     from ssltrace.metrics import clustering_run
 
+    _threads(args)
+
     s = _settings(args.settings)
     clustering_run(
         Path(args.matrices),
@@ -176,6 +188,42 @@ def cmd_cluster(args) -> None:
     )
 
 
+def cmd_trajectory(args) -> None:
+    from ssltrace.metrics import trajectory_run
+
+    _threads(args)
+
+    s = _settings(args.settings)
+    trajectory_run(
+        [Path(args.activations_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        Path(args.table),
+        Path(args.rdms),
+        method=args.method,
+        seed=args.seed,
+        rdm_metric=s["rdm_metric"],
+        compare=s["compare"],
+        log=_log,
+    )
+
+
+def cmd_geometry(args) -> None:
+    from ssltrace.metrics import geometry_run
+
+    _threads(args)
+    s = _settings(args.settings)
+    geometry_run(
+        [Path(args.known_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        [Path(args.sample_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        Path(args.table),
+        method=args.method,
+        seed=args.seed,
+        levels=s["levels"],
+        probes=s["probes"],
+        device=s.get("device", "auto"),
+        log=_log,
+    )
+
+
 def cmd_collect(args) -> None:
     from ssltrace.tables import concat
 
@@ -184,12 +232,17 @@ def cmd_collect(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    from ssltrace.figures.layers import metric_vs_layer
+    from ssltrace.figures import FIGURES
 
-    s = _settings(args.settings)
-    written = metric_vs_layer(
-        Path(args.table), args.metric, Path(args.stem), s["formats"], s["dpi"], args.title
-    )
+    _threads(args)
+
+    inputs = {}
+    for item in args.input:
+        role, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"ssltrace figure: --input takes ROLE=PATH, got {item!r}")
+        inputs[role] = Path(path)
+    written = FIGURES.get(args.name)(inputs, Path(args.stem), _settings(args.settings))
     _log("wrote " + ", ".join(map(str, written)))
 
 
@@ -234,18 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="resources", help="where archives are downloaded")
     p.add_argument("--out", required=True)
     p.add_argument("--settings", default="{}", help="JSON dataset options")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
 
     p = _add(sub, "split", cmd_split, "seeded split of coarse classes into known and novel")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--settings", required=True, help='JSON {"n_known","n_novel","seed"}')
+    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
 
     p = _add(sub, "probe", cmd_probe, "select the images of a probe set")
-    p.add_argument("--kind", required=True, choices=["novel", "human"])
+    p.add_argument("--kind", required=True, choices=["novel", "human", "rdm", "known", "sample"])
     p.add_argument("--dataset", required=True)
     p.add_argument("--split")
     p.add_argument("--out", required=True)
     p.add_argument("--settings", required=True, help="JSON probe options")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
 
     p = _add(
         sub,
@@ -313,23 +369,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clusters", required=True)
     _run_args(p)
     p.add_argument("--settings", required=True, help="JSON {linkage, permutations, seed}")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+
+    p = _add(
+        sub,
+        "trajectory",
+        cmd_trajectory,
+        "RDMs along training: epoch-to-epoch stability, within/between-group dissimilarity "
+        "(seed 001)",
+    )
+    p.add_argument("--activations-dir", required=True, help="activations of the rdm probe")
+    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--rdms", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--settings", required=True, help="JSON {rdm_metric, compare}")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+
+    p = _add(
+        sub,
+        "geometry",
+        cmd_geometry,
+        "NCC / linear-probe accuracy, CDNV and class spread per layer, epoch and label level "
+        "(seed 004)",
+    )
+    p.add_argument("--known-dir", required=True, help="activations of the known probe")
+    p.add_argument("--sample-dir", required=True, help="activations of the sample probe")
+    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--settings", required=True, help="JSON {levels, probes}")
 
     p = _add(sub, "collect", cmd_collect, "stack per-run tidy tables into one study table")
     p.add_argument("--out", required=True)
     p.add_argument("tables", nargs="*")
 
-    p = _add(sub, "figure", cmd_figure, "draw a metric-vs-layer figure from a study table")
-    p.add_argument("--table", required=True)
-    p.add_argument("--metric", required=True)
+    p = _add(sub, "figure", cmd_figure, "draw one registered figure from tables/matrices")
+    p.add_argument("--name", required=True, help="figure name (registered in ssltrace.figures)")
+    p.add_argument("--input", action="append", default=[], help="ROLE=PATH, repeatable")
     p.add_argument("--stem", required=True, help="output path without extension")
-    p.add_argument("--title", default="")
-    p.add_argument("--settings", required=True, help="JSON {formats, dpi}")
+    p.add_argument("--settings", required=True, help="JSON {formats, dpi, ...}")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a mistake in input or environment: shown as one message."""
+    from ssltrace.config import ConfigError
+    from ssltrace.data import DataFormatError, DataUnavailableError
+    from ssltrace.io import ArtifactWriteError
+
+    return (ConfigError, DataFormatError, DataUnavailableError, ArtifactWriteError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except _user_errors() as error:
+        print(f"ssltrace {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -40,7 +40,12 @@ DEFAULTS: dict[str, Any] = {
     "probes": {
         "novel": {"images_per_class": 100, "source": "test", "seed": 0},
         "human": {"images_per_class": 100, "seed": 0},
+        "rdm": {"n_images": 96, "seed": 0, "groups": None},
+        "known": {"train_per_class": 100, "test_per_class": 50, "seed": 0},
+        "sample": {"n_images": 500, "k_train": 100, "k_test": 20, "seed": 0},
     },
+    "trajectory": {"rdm_metric": "correlation", "compare": ["pearson", "spearman"]},
+    "geometry": {"levels": ["fine", "coarse", "sample"], "probes": ["svm", "logistic"]},
     "extract": {
         "epochs": "all",
         "layers": "all",
@@ -241,6 +246,14 @@ def _check_probe_sizes(cfg: dict) -> None:
             f"{cfg['probes']['human']['images_per_class']}: the {cfg['human']['name']} set has "
             f"only {human_per_class} images per class"
         )
+    known = cfg["probes"]["known"]
+    for part in ("train", "test"):
+        have = _images_per_class(cfg["dataset"], part)
+        if known[f"{part}_per_class"] > have:
+            raise ConfigError(
+                f"config key 'probes.known.{part}_per_class' = {known[f'{part}_per_class']}: "
+                f"the {cfg['dataset']['name']} {part} split has only {have} per class"
+            )
     if shots >= cfg["probes"]["human"]["images_per_class"]:
         raise ConfigError(
             f"config key 'fewshot.shots' = {shots}: needs fewer shots than "
@@ -272,6 +285,10 @@ def run_settings(cfg: dict, method: str, seed: int) -> dict:
     """Everything the pretrain stage needs for one run; a change to it retrains that run."""
     settings = cfg["method_settings"].get(method, {})
     train = deep_merge(cfg["train"], settings.get("train", {}))
+    override = settings.get("train", {}).get("optimizer", {})
+    if override.get("name", cfg["train"]["optimizer"]["name"]) != cfg["train"]["optimizer"]["name"]:
+        # Another optimiser has other keys (adam has no momentum): replace, don't merge.
+        train["optimizer"] = dict(override)
     key = f"method_settings.{method}.train"
     unknown = set(settings.get("train", {})) - set(DEFAULTS["train"])
     if unknown:

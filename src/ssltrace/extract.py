@@ -118,6 +118,7 @@ def extract_run(
                 "class_names": probe["class_names"],
                 "coarse_names": probe["coarse_names"],
                 "epoch": np.int64(ckpt["epoch"]),
+                **({"part": probe["part"]} if "part" in probe else {}),
             },
         )
         log(

@@ -29,6 +29,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
         os.close(fd)
     except OSError as exc:
         raise _write_error(path, exc) from exc
@@ -43,6 +44,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:
@@ -113,6 +120,8 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Place `src` at `dst` atomically, as a hard link where the file system allows it."""
     dst = Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # already in place; renaming a link onto itself would leave the temp name behind
     with atomic_path(dst) as tmp:
         tmp.unlink()
         try:

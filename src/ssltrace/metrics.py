@@ -234,3 +234,93 @@ def human_run(
         },
     )
     io.save_table(table_out, tables.frame(rows))
+
+
+def trajectory_run(
+    activation_files: Sequence[Path],
+    table_out: Path,
+    rdms_out: Path,
+    method: str,
+    seed: int,
+    rdm_metric: str,
+    compare: Sequence[str],
+    log: Callable[[str], None] = print,
+) -> None:
+    """RDMs of the RDM probe set along training (seed 001 Figs. 1-2).
+
+    Rows: `rdm_stability_<compare>` at epoch e compares the RDMs of the previous analysed epoch
+    and e; `within_dissimilarity/<group>` and `between_dissimilarity/<group>` per epoch.
+    """
+    from ssltrace.analysis.rdm import compare as compare_rdms
+    from ssltrace.analysis.rdm import compute_rdm
+    from ssltrace.analysis.trajectory import category_dissimilarity
+
+    row = _run_rows(method, seed, "rdm")
+    rows, stacks, epochs = [], [], []
+    for path in activation_files:
+        acts = io.load_npz(path)
+        layers, epoch = [str(x) for x in acts["layers"]], int(acts["epoch"])
+        groups = [str(g) for g in acts["coarse_names"]]
+        per_layer = np.stack([compute_rdm(acts[layer], rdm_metric) for layer in layers])
+        for li, layer in enumerate(layers):
+            parts = category_dissimilarity(per_layer[li], acts["coarse"], groups)
+            for group, (within, between) in parts.items():
+                rows.append(row(epoch, layer, f"within_dissimilarity/{group}", within))
+                rows.append(row(epoch, layer, f"between_dissimilarity/{group}", between))
+            if stacks:
+                for how in compare:
+                    value = compare_rdms(stacks[-1][li], per_layer[li], how)
+                    rows.append(row(epoch, layer, f"rdm_stability_{how}", value))
+        stacks.append(per_layer)
+        epochs.append(epoch)
+        log(f"trajectory epoch {epoch}: {len(layers)} RDMs of {per_layer.shape[-1]} images")
+    io.save_npz(
+        rdms_out,
+        {
+            "rdms": np.stack(stacks).astype(np.float32),
+            "epochs": np.array(epochs, dtype=np.int64),
+            "layers": np.array(layers),
+            "group_of_image": acts["coarse"],
+            "groups": acts["coarse_names"],
+        },
+    )
+    io.save_table(table_out, tables.frame(rows))
+
+
+def geometry_run(
+    known_files: Sequence[Path],
+    sample_files: Sequence[Path],
+    table_out: Path,
+    method: str,
+    seed: int,
+    levels: Sequence[str],
+    probes: Sequence[str],
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> None:
+    """Clustering geometry (seed 004) per epoch, layer and label level (probe column = level).
+
+    Fine and coarse levels use the known-class probe set's train/test parts; the sample level
+    uses N source images x K training and K' test augmentations.
+    """
+    from ssltrace.analysis.geometry import geometry_metrics
+
+    rows = []
+    for known_path, sample_path in zip(known_files, sample_files, strict=True):
+        sources = {"fine": known_path, "coarse": known_path, "sample": sample_path}
+        loaded = {}
+        for level in levels:
+            path = sources[level]
+            acts = loaded.setdefault(path, io.load_npz(path))
+            epoch = int(acts["epoch"])
+            row = _run_rows(method, seed, level)
+            labels = acts["coarse"] if level == "coarse" else acts["labels"]
+            train, test = acts["part"] == 0, acts["part"] == 1
+            for layer in (str(x) for x in acts["layers"]):
+                x = acts[layer]
+                found = geometry_metrics(
+                    x[train], labels[train], x[test], labels[test], probes=probes, device=device
+                )
+                rows += [row(epoch, layer, metric, value) for metric, value in found.items()]
+        log(f"geometry epoch {epoch}: levels {', '.join(levels)}")
+    io.save_table(table_out, tables.frame(rows))

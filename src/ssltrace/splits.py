@@ -82,19 +82,140 @@ def human_probe(human: dict, per_class: int, seed: int) -> dict:
     }
 
 
+def default_groups(dataset_name: str, coarse_names) -> dict[str, list[str]]:
+    """Category groups of the RDM probe set when the config names none.
+
+    CIFAR-100 uses the people / animals / vehicles / plants-scenes grouping of
+    `ssltrace.probesets.CIFAR100_GROUPS`; any other dataset's coarse classes are dealt into
+    four groups in order, which keeps the analysis path identical on the synthetic data.
+    """
+    from ssltrace.probesets import CIFAR100_GROUPS
+
+    if dataset_name == "cifar100":
+        return CIFAR100_GROUPS
+    names = [str(n) for n in coarse_names]
+    return {f"group{g + 1}": names[g::4] for g in range(4)}
+
+
+def rdm_probe(dataset: dict, groups: dict, n_images: int, seed: int) -> dict:
+    """The RDM probe set of seed 001: images balanced over named groups of coarse classes.
+
+    `labels` are coarse classes, `coarse` the group of each image (`coarse_names` = groups).
+    """
+    from ssltrace.probesets import rdm_probe_indices
+
+    idx, group_of = rdm_probe_indices(
+        dataset["test_coarse"], dataset["coarse_names"], groups, n_images, seed
+    )
+    return {
+        "images": dataset["test_images"][idx],
+        "labels": dataset["test_coarse"][idx].astype(np.int64),
+        "coarse": group_of,
+        "class_names": dataset["coarse_names"],
+        "coarse_names": np.array(list(groups)),
+        "source_index": idx.astype(np.int64),
+    }
+
+
+def known_probe(
+    dataset: dict, split: dict, train_per_class: int, test_per_class: int, seed: int
+) -> dict:
+    """Train and test images of the known (pretraining) classes for the geometry analyses.
+
+    `part` is 0 for the probes' training samples, 1 for their test samples.
+    """
+    parts = []
+    for part, source, per_class in ((0, "train", train_per_class), (1, "test", test_per_class)):
+        fine, coarse = dataset[f"{source}_fine"], dataset[f"{source}_coarse"]
+        idx = _balanced_subset(fine, split["known_fine"], per_class, seed + part)
+        fine_pos = {f: i for i, f in enumerate(split["known_fine"])}
+        coarse_pos = {c: i for i, c in enumerate(split["known_coarse"])}
+        parts.append(
+            {
+                "images": dataset[f"{source}_images"][idx],
+                "labels": np.array([fine_pos[int(f)] for f in fine[idx]], dtype=np.int64),
+                "coarse": np.array([coarse_pos[int(c)] for c in coarse[idx]], dtype=np.int64),
+                "part": np.full(len(idx), part, dtype=np.int64),
+            }
+        )
+    probe = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    probe["class_names"] = dataset["fine_names"][split["known_fine"]]
+    probe["coarse_names"] = np.asarray(split["known_coarse_names"])
+    return probe
+
+
+def sample_probe(
+    dataset: dict, split: dict, n_images: int, k_train: int, k_test: int, seed: int, augment: dict
+) -> dict:
+    """Sample-level task of seed 004 §3: N known-class training images x K (train) and K'
+    (test) augmentations, labelled by source image.
+
+    The augmented views are stored as uint8 images (de-normalised and rounded) so every
+    checkpoint sees exactly the same views and extraction treats them like any probe set.
+    """
+    import torch
+
+    from ssltrace.analysis.geometry import sample_level_sets
+    from ssltrace.augment import Augmenter
+
+    known = np.flatnonzero(np.isin(dataset["train_fine"], split["known_fine"]))
+    augmenter = Augmenter(augment, "cpu")
+    train, train_y, test, test_y = sample_level_sets(
+        dataset["train_images"][known], augmenter, n_images, k_train, k_test, seed, "cpu"
+    )
+    mean = torch.tensor(augmenter.config.mean).reshape(1, 3, 1, 1)
+    std = torch.tensor(augmenter.config.std).reshape(1, 3, 1, 1)
+
+    def to_uint8(x):
+        pixels = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).numpy()
+
+    # Labels are renumbered 0..N-1 in source order; `source_index` keeps the dataset index.
+    sources, labels = np.unique(np.concatenate([train_y, test_y]), return_inverse=True)
+    return {
+        "images": np.concatenate([to_uint8(train), to_uint8(test)]),
+        "labels": labels.astype(np.int64),
+        "coarse": labels.astype(np.int64),
+        "part": np.repeat([0, 1], [len(train_y), len(test_y)]).astype(np.int64),
+        "class_names": np.array([f"image{i}" for i in known[sources]]),
+        "coarse_names": np.array([f"image{i}" for i in known[sources]]),
+        "source_index": known[sources].astype(np.int64),
+    }
+
+
+PROBE_KINDS = ("novel", "human", "rdm", "known", "sample")
+
+
 def write_probe(
     kind: str, dataset_path: Path, split_path: Path | None, out: Path, **options
 ) -> None:
     import json
 
     data = io.load_npz(dataset_path)
+    split = json.loads(Path(split_path).read_text()) if split_path else None
     if kind == "novel":
-        split = json.loads(Path(split_path).read_text())
         probe = novel_probe(
             data, split, options["images_per_class"], options["source"], options["seed"]
         )
     elif kind == "human":
         probe = human_probe(data, options["images_per_class"], options["seed"])
+    elif kind == "rdm":
+        groups = options.get("groups") or default_groups(options["dataset"], data["coarse_names"])
+        probe = rdm_probe(data, groups, options["n_images"], options["seed"])
+    elif kind == "known":
+        probe = known_probe(
+            data, split, options["train_per_class"], options["test_per_class"], options["seed"]
+        )
+    elif kind == "sample":
+        probe = sample_probe(
+            data,
+            split,
+            options["n_images"],
+            options["k_train"],
+            options["k_test"],
+            options["seed"],
+            options.get("augment"),
+        )
     else:
-        raise ValueError(f"unknown probe set {kind!r}; expected 'novel' or 'human'")
+        raise ValueError(f"unknown probe set {kind!r}; expected one of {', '.join(PROBE_KINDS)}")
     io.save_npz(out, probe)

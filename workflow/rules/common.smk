@@ -16,13 +16,15 @@ R = CFG["results_dir"]
 LOGS = f"{R}/logs"
 METHODS = CFG["methods"]
 SEEDS = CFG["seeds"]
-PROBES = ["novel", "human"]
+PROBES = ["novel", "human", "rdm", "known", "sample"]
+ANALYSES = ["fewshot", "clustering", "human", "trajectory", "geometry"]
 
 
 wildcard_constraints:
     method="|".join(METHODS),
     seed=r"\d+",
     probe="|".join(PROBES),
+    analysis="|".join(ANALYSES),
 
 
 def as_json(value):
@@ -74,9 +76,12 @@ def per_run(pattern, probe=None):
 
 def get_final_output():
     figures = [
-        f"{R}/figures/fig5_fewshot_error_vs_layer.{fmt}" for fmt in CFG["figures"]["formats"]
+        f"{R}/figures/fig5_fewshot_error_vs_layer.{fmt}"
+        for fmt in CFG["figures"]["formats"]
     ]
-    figures += [f"{R}/figures/fig8_mi_vs_layer.{fmt}" for fmt in CFG["figures"]["formats"]]
-    tables = [f"{R}/tables/{name}.tsv" for name in ("fewshot", "clustering", "human")]
+    figures += [
+        f"{R}/figures/fig8_mi_vs_layer.{fmt}" for fmt in CFG["figures"]["formats"]
+    ]
+    tables = [f"{R}/tables/{name}.tsv" for name in ANALYSES]
     logs = per_run("{R}/runs/{method}/seed{seed}/train_log.tsv")
     return figures + tables + logs

@@ -6,18 +6,19 @@ rule dataset:
         dataset_file(),
     log:
         f"{LOGS}/dataset.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         name=CFG["dataset"]["name"],
         data_dir=CFG["data_dir"],
         settings=as_json(CFG["dataset"]["options"]),
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../../envs/ssltrace.yaml"
     shell:
         "ssltrace data --name {params.name:q} --data-dir {params.data_dir:q} "
-        "--out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule human_dataset:
@@ -25,18 +26,19 @@ rule human_dataset:
         human_file(),
     log:
         f"{LOGS}/human_dataset.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         name=CFG["human"]["name"],
         data_dir=CFG["data_dir"],
         settings=as_json(CFG["human"]["options"]),
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/ssltrace.yaml"
     shell:
         "ssltrace data --human --name {params.name:q} --data-dir {params.data_dir:q} "
-        "--out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule split:
@@ -46,16 +48,17 @@ rule split:
         f"{R}/splits/split.json",
     log:
         f"{LOGS}/split.log",
-    params:
-        settings=as_json(CFG["split"]),
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        settings=as_json(CFG["split"]),
     shell:
         "ssltrace split --dataset {input:q} --out {output:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule probe_novel:
@@ -66,16 +69,17 @@ rule probe_novel:
         f"{R}/probes/novel.npz",
     log:
         f"{LOGS}/probe_novel.log",
-    params:
-        settings=as_json(CFG["probes"]["novel"]),
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        settings=as_json(CFG["probes"]["novel"]),
     shell:
         "ssltrace probe --kind novel --dataset {input.dataset:q} --split {input.split:q} "
-        "--out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule probe_human:
@@ -85,13 +89,76 @@ rule probe_human:
         f"{R}/probes/human.npz",
     log:
         f"{LOGS}/probe_human.log",
-    params:
-        settings=as_json(CFG["probes"]["human"]),
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        settings=as_json(CFG["probes"]["human"]),
     shell:
         "ssltrace probe --kind human --dataset {input:q} --out {output:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule probe_rdm:
+    input:
+        dataset_file(),
+    output:
+        f"{R}/probes/rdm.npz",
+    log:
+        f"{LOGS}/probe_rdm.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        settings=as_json({**CFG["probes"]["rdm"], "dataset": CFG["dataset"]["name"]}),
+    shell:
+        "ssltrace probe --kind rdm --dataset {input:q} --out {output:q} "
+        "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule probe_known:
+    input:
+        dataset=dataset_file(),
+        split=f"{R}/splits/split.json",
+    output:
+        f"{R}/probes/known.npz",
+    log:
+        f"{LOGS}/probe_known.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        settings=as_json(CFG["probes"]["known"]),
+    shell:
+        "ssltrace probe --kind known --dataset {input.dataset:q} --split {input.split:q} "
+        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule probe_sample:
+    input:
+        dataset=dataset_file(),
+        split=f"{R}/splits/split.json",
+    output:
+        f"{R}/probes/sample.npz",
+    log:
+        f"{LOGS}/probe_sample.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        settings=as_json({**CFG["probes"]["sample"], "augment": CFG["augment"]}),
+    shell:
+        "ssltrace probe --kind sample --dataset {input.dataset:q} --split {input.split:q} "
+        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

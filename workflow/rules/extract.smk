@@ -9,16 +9,16 @@ rule extract:
         directory(f"{R}/activations/{{method}}/seed{{seed}}/{{probe}}"),
     log:
         f"{LOGS}/extract/{{method}}_seed{{seed}}_{{probe}}.log",
-    params:
-        epochs=analysed_epochs,
-        settings=extract_settings(),
+    conda:
+        "../../envs/ssltrace.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        epochs=analysed_epochs,
+        settings=extract_settings(),
     shell:
         "ssltrace extract --checkpoints-dir {input.checkpoints:q} --probe {input.probe:q} "
         "--epochs {params.epochs} --out-dir {output:q} --threads {threads} "

@@ -15,18 +15,17 @@ rule figure_fewshot_error_vs_layer:
         ),
     log:
         f"{LOGS}/figures/fig5_fewshot_error_vs_layer.log",
-    params:
-        stem=f"{R}/figures/fig5_fewshot_error_vs_layer",
-        settings=as_json(CFG["figures"]),
+    conda:
+        "../../envs/ssltrace.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        stem=f"{R}/figures/fig5_fewshot_error_vs_layer",
+        settings=as_json(CFG["figures"]),
     shell:
-        "ssltrace figure --table {input:q} --metric fewshot_error --stem {params.stem:q} "
-        "--title 'Few-shot error vs layer (seed 000 Fig. 5)' "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "ssltrace figure --name fewshot_error_vs_layer --input table={input:q} "
+        "--stem {params.stem:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule figure_mi_vs_layer:
@@ -34,21 +33,22 @@ rule figure_mi_vs_layer:
         f"{R}/tables/clustering.tsv",
     output:
         report(
-            expand(f"{R}/figures/fig8_mi_vs_layer.{{fmt}}", fmt=CFG["figures"]["formats"]),
+            expand(
+                f"{R}/figures/fig8_mi_vs_layer.{{fmt}}", fmt=CFG["figures"]["formats"]
+            ),
             caption="../report/fig8_mi_vs_layer.rst",
             category="Seed 000: few-shot learning",
         ),
     log:
         f"{LOGS}/figures/fig8_mi_vs_layer.log",
-    params:
-        stem=f"{R}/figures/fig8_mi_vs_layer",
-        settings=as_json(CFG["figures"]),
+    conda:
+        "../../envs/ssltrace.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        stem=f"{R}/figures/fig8_mi_vs_layer",
+        settings=as_json(CFG["figures"]),
     shell:
-        "ssltrace figure --table {input:q} --metric mi_bits --stem {params.stem:q} "
-        "--title 'Clusters vs coarse classes (seed 000 Fig. 8)' "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "ssltrace figure --name mi_vs_layer --input table={input:q} "
+        "--stem {params.stem:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -9,15 +9,15 @@ rule fewshot:
         matrices=f"{R}/metrics/fewshot/{{method}}/seed{{seed}}_errors.npz",
     log:
         f"{LOGS}/fewshot/{{method}}_seed{{seed}}.log",
-    params:
-        epochs=analysed_epochs,
-        settings=as_json(CFG["fewshot"]),
+    conda:
+        "../../envs/ssltrace.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        epochs=analysed_epochs,
+        settings=as_json(CFG["fewshot"]),
     shell:
         "ssltrace fewshot --activations-dir {input:q} --epochs {params.epochs} "
         "--table {output.table:q} --matrices {output.matrices:q} --method {wildcards.method} "
@@ -34,15 +34,15 @@ rule human_alignment:
         matrices=f"{R}/metrics/human/{{method}}/seed{{seed}}_confusion.npz",
     log:
         f"{LOGS}/human/{{method}}_seed{{seed}}.log",
-    params:
-        epochs=analysed_epochs,
-        settings=as_json({**CFG["fewshot"], **CFG["human_alignment"]}),
+    conda:
+        "../../envs/ssltrace.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        epochs=analysed_epochs,
+        settings=as_json({**CFG["fewshot"], **CFG["human_alignment"]}),
     shell:
         "ssltrace human --activations-dir {input.activations:q} --epochs {params.epochs} "
         "--probe-file {input.probe:q} --table {output.table:q} "
@@ -58,17 +58,66 @@ rule clustering:
         clusters=f"{R}/metrics/clustering/{{method}}/seed{{seed}}_clusters.npz",
     log:
         f"{LOGS}/clustering/{{method}}_seed{{seed}}.log",
-    params:
-        settings=as_json(CFG["clustering"]),
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        settings=as_json(CFG["clustering"]),
     shell:
         "ssltrace cluster --matrices {input:q} --table {output.table:q} "
         "--clusters {output.clusters:q} --method {wildcards.method} --seed {wildcards.seed} "
-        "--probe novel --settings {params.settings:q} > {log:q} 2>&1"
+        "--probe novel --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule trajectory:
+    input:
+        f"{R}/activations/{{method}}/seed{{seed}}/rdm",
+    output:
+        table=f"{R}/metrics/trajectory/{{method}}/seed{{seed}}.tsv",
+        rdms=f"{R}/metrics/trajectory/{{method}}/seed{{seed}}_rdms.npz",
+    log:
+        f"{LOGS}/trajectory/{{method}}_seed{{seed}}.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        epochs=analysed_epochs,
+        settings=as_json(CFG["trajectory"]),
+    shell:
+        "ssltrace trajectory --activations-dir {input:q} --epochs {params.epochs} "
+        "--table {output.table:q} --rdms {output.rdms:q} --method {wildcards.method} "
+        "--seed {wildcards.seed} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule geometry:
+    input:
+        known=f"{R}/activations/{{method}}/seed{{seed}}/known",
+        sample=f"{R}/activations/{{method}}/seed{{seed}}/sample",
+    output:
+        f"{R}/metrics/geometry/{{method}}/seed{{seed}}.tsv",
+    log:
+        f"{LOGS}/geometry/{{method}}_seed{{seed}}.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    params:
+        epochs=analysed_epochs,
+        settings=as_json(CFG["geometry"]),
+    shell:
+        "ssltrace geometry --known-dir {input.known:q} --sample-dir {input.sample:q} "
+        "--epochs {params.epochs} --table {output:q} --method {wildcards.method} "
+        "--seed {wildcards.seed} --threads {threads} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule collect_table:
@@ -78,10 +127,11 @@ rule collect_table:
         f"{R}/tables/{{analysis}}.tsv",
     log:
         f"{LOGS}/collect/{{analysis}}.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../../envs/ssltrace.yaml"
     shell:
         "ssltrace collect --out {output:q} {input:q} > {log:q} 2>&1"

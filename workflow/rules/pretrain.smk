@@ -12,16 +12,16 @@ rule pretrain:
         table=f"{R}/runs/{{method}}/seed{{seed}}/train_log.tsv",
     log:
         f"{LOGS}/pretrain/{{method}}_seed{{seed}}.log",
-    params:
-        settings=run_settings,
-        out_dir=run_dir,
+    conda:
+        "../../envs/ssltrace.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=pretrain_runtime,
-    conda:
-        "../../envs/ssltrace.yaml"
+    params:
+        settings=run_settings,
+        out_dir=run_dir,
     shell:
         "ssltrace pretrain --dataset {input.dataset:q} --split {input.split:q} "
         "--out-dir {params.out_dir:q} --threads {threads} "

@@ -1,1 +1,26 @@
-"""Publication figures; each module draws one figure family from metric tables only."""
+"""Publication figures; each module draws one figure family from metric tables and matrix files.
+
+`FIGURES` maps a figure name to a function `draw(inputs, stem, settings) -> list[Path]`:
+`inputs` maps input roles (e.g. "table", "matrices") to file paths, `stem` is the output path
+without extension, `settings` the `figures` config (formats, dpi, ...) plus figure options.
+A module registers its figures with `@FIGURES.register("name")`; every module of this package
+is imported here, so adding a figure never touches this file or the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from ssltrace.registry import Registry
+
+FIGURES: Registry = Registry("figure")
+
+
+def _import_submodules() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_submodules()

@@ -1,60 +1,73 @@
-"""Metric-vs-layer figures: mean ± SD across seeds per method at the final epoch."""
+"""Metric-vs-layer figures of seed 000: mean ± SD across seeds per method at the final epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import pandas as pd
+import seaborn as sns
 
-from ssltrace import tables
-from ssltrace.figures import style
+from ssltrace.figures import FIGURES, readers, style
+from ssltrace.figures.readers import final_epoch  # noqa: F401  (kept for older callers)
 
 LABELS = {
     "fewshot_error": "Mean pairwise few-shot error (fraction)",
-    "mi_bits": "Mutual information with coarse classes (bits)",
+    "mi_bits": "MI of clusters with coarse classes (bits)",
+    "human_spearman_offdiag": "Spearman ρ, model vs human confusion\n(off-diagonal, unitless)",
 }
 
 
-def final_epoch(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of each run's last analysed epoch (untrained runs have only epoch 0)."""
-    last = table.groupby(["method", "seed"])["epoch"].transform("max")
-    return table[table["epoch"] == last]
+@FIGURES.register("fewshot_error_vs_layer")
+def fewshot_error_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 Fig. 5: mean pairwise few-shot error per layer and method."""
+    return metric_vs_layer(
+        inputs, "fewshot_error", stem, settings, "Few-shot error vs layer (seed 000 Fig. 5)"
+    )
+
+
+@FIGURES.register("mi_vs_layer")
+def mi_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 Fig. 8: mutual information of clusters with coarse classes per layer."""
+    return metric_vs_layer(
+        inputs, "mi_bits", stem, settings, "Clusters vs coarse classes (seed 000 Fig. 8)"
+    )
+
+
+@FIGURES.register("spearman_vs_layer")
+def spearman_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 Fig. 10: Spearman correlation of model and human confusions per layer."""
+    return metric_vs_layer(
+        inputs,
+        "human_spearman_offdiag",
+        stem,
+        settings,
+        "Model–human confusion similarity vs layer (seed 000 Fig. 10)",
+        zero_line=True,
+    )
 
 
 def metric_vs_layer(
-    table_path: Path, metric: str, stem: Path, formats: Sequence[str], dpi: int, title: str
+    inputs: dict, metric: str, stem: Path, settings: dict, title: str, zero_line: bool = False
 ) -> list[Path]:
+    data = final_epoch(readers.read_metrics(inputs, [metric]))
+    layers = readers.layer_order(settings, data["layer"])
+    colours = style.method_palette(style.ordered_methods(data["method"]))
     style.setup()
-    table = tables.read(table_path)
-    data = final_epoch(table[table["metric"] == metric])
-    if data.empty:
-        raise ValueError(f"{table_path} has no rows for metric {metric!r}")
-    layer_order = list(dict.fromkeys(data["layer"]))
-    methods = [m for m in style.METHOD_ORDER if m in set(data["method"])] + sorted(
-        set(data["method"]) - set(style.METHOD_ORDER)
-    )
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    palette = style.method_palette(methods)
-    for method in methods:
-        rows = data[data["method"] == method]
-        stats = rows.groupby("layer")["value"].agg(["mean", "std", "count"]).reindex(layer_order)
-        x = range(len(layer_order))
-        ax.plot(x, stats["mean"], marker="o", color=palette[method], label=method)
-        if (stats["count"] > 1).any():
-            sd = stats["std"].fillna(0)
-            ax.fill_between(
-                x,
-                stats["mean"] - sd,
-                stats["mean"] + sd,
-                color=palette[method],
-                alpha=0.2,
-                linewidth=0,
-            )
-    ax.set_xticks(range(len(layer_order)), layer_order, rotation=30, ha="right")
-    ax.set_xlabel("Layer (input → output)")
+    positions = {layer: i for i, layer in enumerate(layers)}
+    style.mean_sd_lines(ax, data, "layer", colours, positions=positions, marker="o")
+    if zero_line:
+        ax.axhline(0, color="0.6", lw=0.8, zorder=0)
+    style.layer_axis(ax, layers)
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title)
-    ax.legend(title="Method (mean ± SD over seeds)", frameon=False, fontsize=8)
-    return style.save(fig, stem, formats, dpi)
+    n_seeds = int(data.groupby("method")["seed"].nunique().max())
+    ax.legend(
+        title=f"Method ({style.seeds_note(n_seeds)})",
+        frameon=False,
+        fontsize=8,
+        bbox_to_anchor=(1.02, 1),
+        loc="upper left",
+    )
+    sns.despine(ax=ax)
+    return style.save(fig, stem, *readers.formats(settings))

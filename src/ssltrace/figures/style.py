@@ -1,8 +1,14 @@
-"""One figure style for the whole study: palette, fixed method colours, saving."""
+"""One figure style for the whole study: palettes, fixed method colours, labels, saving.
+
+Every figure draws methods in the same colour (`method_palette`), summarises seeds the same way
+(`mean_sd_lines`: mean line, ±1 SD band only where several seeds exist) and uses one sequential
+colour map for matrices, so a reader learns the code once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; never open a window (headless CI, SLURM nodes)
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ssltrace import io  # noqa: E402
@@ -26,16 +34,135 @@ METHOD_ORDER = [
     "untrained",
 ]
 
+# Paul Tol's "muted" scheme: distinguishable under the common colour-vision deficiencies and
+# distinct from the method colours, so coarse classes never read as methods.
+COARSE_COLOURS = [
+    "#CC6677",
+    "#332288",
+    "#DDCC77",
+    "#117733",
+    "#88CCEE",
+    "#882255",
+    "#44AA99",
+    "#999933",
+    "#AA4499",
+    "#6699CC",
+]
 
-def method_palette(methods: Sequence[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("colorblind", n_colors=len(METHOD_ORDER))
-    fixed = dict(zip(METHOD_ORDER, colours, strict=False))
-    extra = sns.color_palette("dark", n_colors=max(1, len(methods)))
-    return {m: fixed.get(m, extra[i]) for i, m in enumerate(methods)}
+# Perceptually uniform and colour-blind safe; low values light, high values dark.
+MATRIX_CMAP = "rocket_r"
+
+# Line styles that separate quantities drawn in one method's colour (loss parts, levels).
+LINESTYLES = ["-", "--", ":", "-."]
+
+SD_ALPHA = 0.2
+
+
+def method_palette(methods: Iterable[str]) -> dict[str, tuple]:
+    """Colour of each method: fixed for known methods, name-derived for any other.
+
+    An unknown method's colour comes from a hash of its name, not its position in `methods`,
+    so it too is the same in every figure.
+    """
+    fixed = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
+    extra = sns.color_palette("dark", 10)
+    return {m: fixed.get(m, extra[zlib.crc32(m.encode()) % len(extra)]) for m in methods}
+
+
+def ordered_methods(methods: Iterable[str]) -> list[str]:
+    """Known methods in METHOD_ORDER, then any others alphabetically (legends match figures)."""
+    present = set(methods)
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def coarse_palette(n: int) -> list[str]:
+    """n colours for coarse classes; beyond Tol's ten, evenly spaced hues (less CB-safe)."""
+    if n <= len(COARSE_COLOURS):
+        return COARSE_COLOURS[:n]
+    return [matplotlib.colors.to_hex(c) for c in sns.color_palette("husl", n)]
+
+
+def shades(colour, n: int) -> list[tuple]:
+    """n shades of one colour from light to full, for ordered levels such as epochs."""
+    if n == 1:
+        return [tuple(colour)]
+    ramp = sns.light_palette(colour, n_colors=n + 1)[1:]  # drop the near-white first shade
+    return [tuple(c[:3]) for c in ramp]
 
 
 def setup() -> None:
-    sns.set_theme(context="paper", style="ticks", font_scale=1.1)
+    sns.set_theme(context="paper", style="ticks", font_scale=1.0)
+    plt.rcParams.update({"figure.dpi": 100, "axes.titlesize": "medium", "pdf.fonttype": 42})
+
+
+def summarise(data: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Mean, SD and number of seeds of `value` per `by` (SD is NaN for a single seed)."""
+    stats = data.groupby(list(by), sort=False)["value"].agg(["mean", "std", "count"])
+    return stats.reset_index()
+
+
+def mean_sd_lines(
+    ax,
+    data: pd.DataFrame,
+    x: str,
+    colour_of: dict,
+    hue: str = "method",
+    positions: dict | None = None,
+    label_of: dict | None = None,
+    linestyle: str = "-",
+    marker: str | None = None,
+) -> None:
+    """One mean line per `hue` value over `x`, with a ±1 SD band wherever >1 seed exists.
+
+    `data` holds one row per (hue, seed, x) with a `value` column. `positions` maps categorical
+    x values (layers) to plot positions. A series with a single x (an untrained run at epoch 0)
+    is drawn as a point with SD error bars instead of a line.
+    """
+    for key in colour_of:
+        rows = data[data[hue] == key]
+        if rows.empty:
+            continue
+        stats = summarise(rows, [x])
+        xs = stats[x].map(positions) if positions is not None else stats[x]
+        order = np.argsort(xs.to_numpy(), kind="stable")
+        xs, mean = xs.to_numpy()[order], stats["mean"].to_numpy()[order]
+        sd = stats["std"].to_numpy()[order]
+        several = stats["count"].to_numpy()[order] > 1
+        colour = colour_of[key]
+        label = (label_of or {}).get(key, key)
+        if len(xs) == 1:
+            err = sd if several.any() else None
+            ax.errorbar(
+                xs,
+                mean,
+                yerr=err,
+                color=colour,
+                marker=marker or "o",
+                label=label,
+                linestyle="none",
+                capsize=3,
+            )
+            continue
+        ax.plot(xs, mean, color=colour, linestyle=linestyle, marker=marker, label=label)
+        if several.any():
+            sd = np.where(several, sd, 0.0)
+            ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=SD_ALPHA, linewidth=0)
+
+
+def layer_axis(ax, layers: Sequence[str]) -> None:
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
+    ax.set_xlabel("Layer (input → output)")
+
+
+def method_legend(fig_or_ax, colour_of: dict, title: str = "Method", **kwargs) -> None:
+    """Legend of method colours, placed once per figure."""
+    handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colour_of.items()]
+    kwargs.setdefault("frameon", False)
+    fig_or_ax.legend(handles=handles, title=title, **kwargs)
+
+
+def seeds_note(n_seeds: int) -> str:
+    return f"mean ± SD over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
 
 
 def save(fig, stem: Path, formats: Sequence[str], dpi: int) -> list[Path]:

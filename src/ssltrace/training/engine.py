@@ -49,6 +49,7 @@ LOG_COLUMNS = (
     "images_per_s",
 )
 PARTS = ("loss", "invariance", "regularisation")
+RUNTIME_ONLY = ("device", "compile", "threads", "channels_last")
 RUN_KEYS = {"method", "seed", "method_params", "architecture", "train", "augment"}
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 256,
@@ -84,6 +85,9 @@ def train_run(
     """
     spec = resolve_run(run)
     method_cls = METHODS.get(spec["method"])  # checked by resolve_run
+    arch = spec["architecture"]
+    with torch.device("meta"):  # checks the architecture's name and parameters, allocates nothing
+        build_backbone(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
     data = load_training_set(dataset_path, split_path)
     train = spec["train"]
     device = resolve_device(train["device"])
@@ -273,7 +277,9 @@ class Trainer:
     def _description(self, data: TrainingSet) -> dict[str, Any]:
         """What the saved state must match to be resumed (the fingerprint's input)."""
         spec = self.spec
-        train = dict(spec["train"])
+        # Where and how fast a run is computed does not change what it learns: a run may move
+        # to another device or turn on compilation and still resume.
+        train = {k: v for k, v in spec["train"].items() if k not in RUNTIME_ONLY}
         # Epochs matter only when the lr or momentum schedule spans the whole run.
         if not (self.schedule.depends_on_epochs or self.method.uses_progress):
             train.pop("epochs")
@@ -299,6 +305,8 @@ class Trainer:
         """Load the saved state if it matches; return the last finished epoch (-1: none)."""
         reason = self.store.mismatch(self.description)
         state = self.store.load_resume() if reason is None else None
+        if state is None and reason is None and self.store.resume_path.exists():
+            reason = "the weights of its last finished epoch are missing"
         if state is None:
             if reason is not None:
                 self.log(f"{self.name}: discarding saved training state ({reason}); starting over")

@@ -55,29 +55,36 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = p.grad
-                if group["weight_decay"]:
-                    update = update.add(p, alpha=group["weight_decay"])
-                if group["lars_adaptation"]:
-                    update = update.mul(_trust_ratio(p, update, group["eta"]))
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            # speed: foreach ops, a few fused launches per group instead of ~8 per tensor.
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                updates = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            else:
+                updates = [g.clone() for g in grads]
+            if group["lars_adaptation"]:
+                ratios = trust_ratios(params, updates, group["eta"])
+                torch._foreach_mul_(updates, list(ratios.unbind(0)))
+            momenta = []
+            for p in params:
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(group["momentum"]).add_(update)
-                p.add_(mu, alpha=-group["lr"])
+                momenta.append(state["mu"])
+            torch._foreach_mul_(momenta, group["momentum"])
+            torch._foreach_add_(momenta, updates)
+            torch._foreach_add_(params, momenta, alpha=-group["lr"])
         return loss
 
 
-def _trust_ratio(p: torch.Tensor, update: torch.Tensor, eta: float) -> torch.Tensor:
-    # torch.where keeps the ratio on the device: no GPU sync per parameter.
-    w_norm = torch.linalg.vector_norm(p)
-    u_norm = torch.linalg.vector_norm(update)
-    one = torch.ones_like(w_norm)
-    return torch.where((w_norm > 0) & (u_norm > 0), eta * w_norm / u_norm, one)
+def trust_ratios(params: list[torch.Tensor], updates: list[torch.Tensor], eta: float):
+    """eta ||w|| / ||update|| per tensor, 1 where either norm is 0 (kept on the device)."""
+    w_norm = torch.stack(torch._foreach_norm(params))
+    u_norm = torch.stack(torch._foreach_norm(updates))
+    ratio = eta * w_norm / u_norm.clamp(min=torch.finfo(u_norm.dtype).tiny)
+    return torch.where((w_norm > 0) & (u_norm > 0), ratio, torch.ones_like(w_norm))
 
 
 def check_optimizer_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,192 @@
+"""The dataset registries and the data stage's entry points.
+
+A registry entry says which files it needs (none for the synthetic sets) and how to build the
+arrays from their verified paths, so every checksum is checked in one place, before any
+archive is opened.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssltrace import io
+from ssltrace.data import download as dl
+from ssltrace.data import synthetic
+from ssltrace.data.cifar import read_cifar100
+from ssltrace.data.cifar10h import cifar10h_human
+from ssltrace.data.download import (
+    CIFAR10_ARCHIVE,
+    CIFAR10H_COUNTS,
+    CIFAR100_ARCHIVE,
+    Opener,
+    RemoteFile,
+)
+from ssltrace.data.validate import validate_dataset, validate_human
+from ssltrace.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    description: str  # one line, for `ssltrace list`
+    build: Callable[..., dict[str, np.ndarray]]  # build(paths, **options)
+    files: tuple[RemoteFile, ...] = ()
+
+    def options(self) -> list[str]:
+        params = list(inspect.signature(self.build).parameters.values())[1:]
+        return [p.name for p in params]
+
+
+DATASETS: Registry[DataSource] = Registry("dataset")
+HUMAN_SETS: Registry[DataSource] = Registry("human-comparison set")
+
+DATASETS.register("cifar100")(
+    DataSource(
+        "CIFAR-100: 50k train / 10k test 32x32 images, 100 fine classes in 20 coarse ones",
+        lambda paths: read_cifar100(paths[CIFAR100_ARCHIVE.filename]),
+        (CIFAR100_ARCHIVE,),
+    )
+)
+
+
+def _synthetic(paths, seed: int = 0, train_per_class: int = 500, test_per_class: int = 100):
+    return synthetic.synthetic_dataset(seed, train_per_class, test_per_class)
+
+
+DATASETS.register("synthetic")(
+    DataSource(
+        "offline textures in CIFAR-100's shape: 20 texture families x 5 parameter values",
+        _synthetic,
+    )
+)
+HUMAN_SETS.register("cifar10h")(
+    DataSource(
+        "CIFAR-10 test images with CIFAR-10H human answer counts (~50 people per image)",
+        lambda paths: cifar10h_human(
+            paths[CIFAR10_ARCHIVE.filename], paths[CIFAR10H_COUNTS.filename]
+        ),
+        (CIFAR10_ARCHIVE, CIFAR10H_COUNTS),
+    )
+)
+
+
+def _synthetic_human(paths, seed: int = 0, per_class: int = 1000, annotators: int = 50):
+    return synthetic.human_set(seed, per_class, annotators)
+
+
+HUMAN_SETS.register("synthetic")(
+    DataSource(
+        "offline 10 textures in 5 confusable pairs, simulated counts from a known confusion",
+        _synthetic_human,
+    )
+)
+
+
+def describe() -> dict[str, str]:
+    """Dataset names (human-comparison sets prefixed `human:`) with one line each."""
+    out = {name: DATASETS.get(name).description for name in DATASETS}
+    out.update({f"human:{name}": HUMAN_SETS.get(name).description for name in HUMAN_SETS})
+    return out
+
+
+def _resolve(files, sources: Mapping[str, RemoteFile] | None) -> list[RemoteFile]:
+    """`files` with entries of `sources` (e.g. a test's own checksums) replacing by filename."""
+    return [(sources or {}).get(f.filename, f) for f in files]
+
+
+def _files(name: str, sources: Mapping[str, RemoteFile] | None) -> list[RemoteFile]:
+    """The files `name` needs, looked up in both registries."""
+    if name not in DATASETS and name not in HUMAN_SETS:
+        known = sorted(set(DATASETS.names()) | set(HUMAN_SETS.names()))
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(known)}")
+    specs = [reg.get(name) for reg in (DATASETS, HUMAN_SETS) if name in reg]
+    return _resolve(list({f.filename: f for s in specs for f in s.files}.values()), sources)
+
+
+def check_available(
+    name: str, data_dir: Path, *, sources: Mapping[str, RemoteFile] | None = None
+) -> None:
+    """Raise DataUnavailableError unless every file of `name` is in data_dir, checksum-verified.
+
+    Downloads nothing; the message names each file, its URL and md5, and how to place it.
+    """
+    _obtain(_files(name, sources), Path(data_dir), dl.verify)
+
+
+def fetch(
+    name: str,
+    data_dir: Path,
+    *,
+    sources: Mapping[str, RemoteFile] | None = None,
+    opener: Opener | None = None,
+) -> dict[str, Path]:
+    """Download (or reuse, when the checksum matches) every file of `name` into data_dir."""
+    return _obtain(_files(name, sources), Path(data_dir), lambda r, d: dl.ensure(r, d, opener))
+
+
+def _obtain(files, data_dir: Path, get) -> dict[str, Path]:
+    """`get(remote, data_dir)` for every file, raising one error that names all that failed."""
+    paths, problems = {}, []
+    for remote in files:
+        try:
+            paths[remote.filename] = get(remote, data_dir)
+        except dl.DataUnavailableError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise dl.DataUnavailableError("\n".join(problems))
+    return paths
+
+
+def prepare_dataset(
+    name: str,
+    data_dir: Path,
+    out: Path,
+    *,
+    sources: Mapping[str, RemoteFile] | None = None,
+    opener: Opener | None = None,
+    download: bool = True,
+    **options,
+) -> None:
+    """Write the dataset file (ARCHITECTURE.md) of DATASETS[name] to `out`, atomically.
+
+    Real archives are taken from data_dir when their md5 matches, else downloaded there
+    (unless download=False). `options` go to the dataset (see `ssltrace list`).
+    """
+    _prepare(DATASETS, validate_dataset, name, data_dir, out, sources, opener, download, options)
+
+
+def prepare_human(
+    name: str,
+    data_dir: Path,
+    out: Path,
+    *,
+    sources: Mapping[str, RemoteFile] | None = None,
+    opener: Opener | None = None,
+    download: bool = True,
+    **options,
+) -> None:
+    """Write the human-comparison file of HUMAN_SETS[name] to `out`, atomically."""
+    _prepare(HUMAN_SETS, validate_human, name, data_dir, out, sources, opener, download, options)
+
+
+def _prepare(registry, validate, name, data_dir, out, sources, opener, download, options):
+    spec = registry.get(name)
+    unknown = sorted(set(options) - set(spec.options()))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for {registry.kind} {name!r}; "
+            f"accepted: {', '.join(spec.options()) or 'none'}"
+        )
+    get = (lambda r, d: dl.ensure(r, d, opener)) if download else dl.verify
+    paths = _obtain(_resolve(spec.files, sources), Path(data_dir), get)
+    arrays = spec.build(paths, **options)  # archives are opened only after their md5 matched
+    validate(arrays)
+    io.save_npz(out, arrays)
+    log.info("wrote %s (%s %r)", out, registry.kind, name)

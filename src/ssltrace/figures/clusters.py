@@ -1,0 +1,192 @@
+"""Seed 000 Figs. 6-7: hierarchical clusters of the error matrices vs the coarse classes.
+
+Both figures show each method at its best layer: the layer with the highest mutual information
+between clusters and coarse classes at the final epoch, averaged over seeds (`mi_bits`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ssltrace.figures import FIGURES, matrixplot, readers, style
+
+
+def best_layers(inputs: dict, settings: dict, metric: str) -> pd.DataFrame:
+    """Per method: the layer with the highest seed-mean `metric` at the final epoch."""
+    data = readers.final_epoch(readers.read_metrics(inputs, [metric]))
+    stats = style.summarise(data, ["method", "layer"])
+    best = stats.loc[stats.groupby("method")["mean"].idxmax()]
+    return best.set_index("method")
+
+
+@FIGURES.register("dendrograms")
+def dendrograms(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 Fig. 6: dendrogram of the novel classes at the best layer, by coarse class.
+
+    Inputs `table` (clustering.tsv) and `clusters:METHOD:SEED` (`_clusters.npz`); a linkage
+    cannot be averaged, so each method shows its lowest seed. Settings `methods`.
+    """
+    import matplotlib.pyplot as plt
+
+    runs = readers.run_inputs(inputs, "clusters")
+    best = best_layers(inputs, settings, "mi_bits")
+    methods = readers.chosen_methods(settings, (m for m, _ in runs))
+    _check_best(best, methods, inputs)
+    trees = {m: _first_seed_linkage(runs, m, best.loc[m, "layer"]) for m in methods}
+
+    style.setup()
+    n_classes = len(next(iter(trees.values()))[1]["class_names"])
+    fig, axes = plt.subplots(
+        1,
+        len(methods),
+        figsize=(2.6 * len(methods) + 1.5, max(3.0, 0.16 * n_classes + 1.2)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    colours = style.method_palette(methods)
+    for ax, method in zip(axes[0], methods, strict=True):
+        linkage, meta, epoch, seed = trees[method]
+        _dendrogram(ax, linkage, meta)
+        layer = best.loc[method, "layer"]
+        mi = best.loc[method, "mean"]
+        ax.set_title(
+            f"{method} · {layer}\nMI {mi:.2f} bits, seed {seed}, epoch {epoch}",
+            color=colours[method],
+        )
+        ax.set_xlabel("Dissimilarity\n(1 − symmetrised pairwise error)")
+    names = meta["coarse_names"]
+    handles = [
+        plt.Line2D([], [], color=c, lw=3, label=str(n))
+        for n, c in zip(names, style.coarse_palette(len(names)), strict=True)
+    ]
+    fig.legend(handles=handles, title="Coarse class", loc="outside right upper", frameon=False)
+    fig.suptitle("Hierarchical clustering of novel classes at the best layer (seed 000 Fig. 6)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+def _check_best(best: pd.DataFrame, methods: list[str], inputs: dict) -> None:
+    missing = [m for m in methods if m not in best.index]
+    if missing:
+        raise ValueError(
+            f"{readers.input_path(inputs, 'table')} has no mi_bits rows for method {missing[0]!r}"
+        )
+
+
+def _first_seed_linkage(runs: dict, method: str, layer: str):
+    seed, path = min((s, p) for (m, s), p in runs.items() if m == method)
+    arrays = readers.load_arrays(
+        path, ["linkage", "epochs", "layers", "class_names", "class_coarse", "coarse_names"]
+    )
+    layers = arrays["layers"].tolist()
+    if layer not in layers:
+        raise ValueError(f"{path}: no layer {layer!r}; layers: {', '.join(layers)}")
+    last = int(np.argmax(arrays["epochs"]))
+    return arrays["linkage"][last, layers.index(layer)], arrays, int(arrays["epochs"][last]), seed
+
+
+def _dendrogram(ax, linkage: np.ndarray, meta: dict) -> None:
+    """Leaves coloured by coarse class; a link takes that colour when all its leaves share it."""
+    from scipy.cluster import hierarchy
+
+    coarse = meta["class_coarse"]
+    colours = style.coarse_palette(len(meta["coarse_names"]))
+    n = len(coarse)
+    members = [{int(c)} for c in coarse]
+    for a, b, _dist, _size in linkage:
+        members.append(members[int(a)] | members[int(b)])
+
+    def link_colour(node: int) -> str:
+        below = members[node]
+        return colours[next(iter(below))] if len(below) == 1 else "0.55"
+
+    tree = hierarchy.dendrogram(
+        linkage,
+        labels=[str(s) for s in meta["class_names"]],
+        orientation="right",
+        link_color_func=link_colour,
+        leaf_font_size=7 if n <= 30 else 5,
+        ax=ax,
+    )
+    for tick, leaf in zip(ax.get_yticklabels(), tree["leaves"], strict=True):
+        tick.set_color(colours[coarse[leaf]])
+    ax.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+
+
+@FIGURES.register("correspondence")
+def correspondence(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 Fig. 7: clusters x coarse classes at the best layer, mean counts over seeds.
+
+    Rows are clusters matched one-to-one to coarse classes by maximum-weight assignment (done by
+    the clustering stage), so a strong diagonal means clusters recover the coarse classes.
+    Inputs `table` (clustering.tsv) and `clusters:METHOD:SEED`. Settings `methods`.
+    """
+    import matplotlib.pyplot as plt
+
+    runs = readers.run_inputs(inputs, "clusters")
+    best = best_layers(inputs, settings, "mi_bits")
+    methods = readers.chosen_methods(settings, (m for m, _ in runs))
+    _check_best(best, methods, inputs)
+    labels = ["coarse_names"]
+    panels = {}
+    for method in methods:
+        mean, meta, epoch, n_seeds = matrixplot.seed_mean(runs, method, "correspondence", labels)
+        layer = best.loc[method, "layer"]
+        panels[method] = (mean[meta["layers"].tolist().index(layer)], meta, epoch, n_seeds)
+    vmax = max(float(np.nanmax(p[0])) for p in panels.values())
+
+    style.setup()
+    k = len(next(iter(panels.values()))[1]["coarse_names"])
+    size = max(2.6, 0.35 * k + 1.0)
+    fig, axes = plt.subplots(
+        1,
+        len(methods),
+        figsize=(size * len(methods) + 1.0, size + 0.6),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    colours = style.method_palette(methods)
+    for ax, method in zip(axes[0], methods, strict=True):
+        matrix, meta, epoch, n_seeds = panels[method]
+        image = matrixplot.heatmap(ax, matrix, 0.0, vmax)
+        _annotate(ax, matrix, vmax)
+        names = [str(n) for n in meta["coarse_names"]]
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(
+            range(matrix.shape[0]), [f"cluster {i + 1}" for i in range(matrix.shape[0])], fontsize=7
+        )
+        for tick, colour in zip(
+            ax.get_xticklabels(), style.coarse_palette(len(names)), strict=True
+        ):
+            tick.set_color(colour)
+        ax.set_xlabel("Coarse class")
+        ax.set_title(
+            f"{method} · {best.loc[method, 'layer']}\nepoch {epoch}, {n_seeds} seed(s)",
+            color=colours[method],
+        )
+    axes[0, 0].set_ylabel("Cluster (matched to a coarse class)")
+    bar = fig.colorbar(image, ax=axes, shrink=0.8)
+    bar.set_label("Fine classes in cluster (count; mean over seeds)")
+    fig.suptitle("Clusters vs coarse classes at the best layer (seed 000 Fig. 7)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+def _annotate(ax, matrix: np.ndarray, vmax: float) -> None:
+    if matrix.shape[0] > 12:
+        return  # numbers would be unreadable; the colour carries the count
+    for (i, j), value in np.ndenumerate(matrix):
+        if value > 0:
+            dark = value > 0.55 * vmax
+            ax.text(
+                j,
+                i,
+                f"{value:.1f}".rstrip("0").rstrip("."),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if dark else "black",
+            )

@@ -1,0 +1,190 @@
+"""Seed 004: clustering geometry along training at sample, fine and coarse label levels.
+
+Fig. 2: NCC and linear accuracy vs epoch; Fig. 5: linear accuracy per layer across epochs for
+fine and coarse classes and their ratio; CDNV vs epoch. Line figures show the deep layer (the
+backbone output) unless `figures.deep_layer` names another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from ssltrace.figures import FIGURES, readers, style
+
+LEVELS = ["sample", "fine", "coarse"]
+LEVEL_TITLES = {
+    "sample": "sample level (augmentations of one image)",
+    "fine": "fine classes",
+    "coarse": "coarse classes",
+}
+PROBES = {"svm": "linear SVM", "logistic": "logistic regression"}
+
+
+def linear_metric(settings: dict) -> str:
+    probe = settings.get("linear_probe", "svm")
+    if probe not in PROBES:
+        raise ValueError(
+            f"figures.linear_probe: expected one of {', '.join(PROBES)}, got {probe!r}"
+        )
+    return f"linear_{probe}"
+
+
+def _levels(data: pd.DataFrame) -> list[str]:
+    present = set(data["probe"])
+    return [lv for lv in LEVELS if lv in present] + sorted(present - set(LEVELS))
+
+
+def _note(data: pd.DataFrame) -> str:
+    return style.seeds_note(int(data.groupby("method")["seed"].nunique().max()))
+
+
+@FIGURES.register("geometry_accuracy")
+def geometry_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 004 Fig. 2: NCC (top) and linear-probe (bottom) test accuracy vs epoch per level.
+
+    Input `table` (geometry.tsv). Settings `deep_layer`, `linear_probe`.
+    """
+    import matplotlib.pyplot as plt
+
+    linear = linear_metric(settings)
+    data = readers.read_metrics(inputs, ["ncc_test", linear])
+    order = readers.layer_order(settings, data["layer"])
+    layer = readers.early_deep(settings, order)[1]
+    data = data[data["layer"] == layer]
+    levels = _levels(data)
+    colours = style.method_palette(style.ordered_methods(data["method"]))
+    style.setup()
+    fig, axes = plt.subplots(
+        2,
+        len(levels),
+        figsize=(3.2 * len(levels) + 1.6, 5.2),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        constrained_layout=True,
+    )
+    for r, (metric, name) in enumerate(
+        (("ncc_test", "NCC"), (linear, PROBES[linear.removeprefix("linear_")]))
+    ):
+        for c, level in enumerate(levels):
+            ax = axes[r, c]
+            rows = data[(data["metric"] == metric) & (data["probe"] == level)]
+            style.mean_sd_lines(ax, rows, "epoch", colours, marker=".")
+            ax.set_title(LEVEL_TITLES.get(level, level))
+            if c == 0:
+                ax.set_ylabel(f"{name} test accuracy\n(fraction)")
+            if r == 1:
+                ax.set_xlabel("Epoch")
+            sns.despine(ax=ax)
+    style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")
+    fig.suptitle(f"Clustering by label level along training, {layer} (seed 004 Fig. 2)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+@FIGURES.register("cdnv_vs_epoch")
+def cdnv_vs_epoch(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 004: class-distance normalised variance vs epoch per level (log scale).
+
+    Input `table` (geometry.tsv, metric `cdnv`). Settings `deep_layer`.
+    """
+    import matplotlib.pyplot as plt
+
+    data = readers.read_metrics(inputs, ["cdnv"])
+    order = readers.layer_order(settings, data["layer"])
+    layer = readers.early_deep(settings, order)[1]
+    data = data[data["layer"] == layer]
+    levels = _levels(data)
+    colours = style.method_palette(style.ordered_methods(data["method"]))
+    style.setup()
+    fig, axes = plt.subplots(
+        1,
+        len(levels),
+        figsize=(3.2 * len(levels) + 1.6, 3.0),
+        squeeze=False,
+        sharex=True,
+        constrained_layout=True,
+    )
+    for ax, level in zip(axes[0], levels, strict=True):
+        style.mean_sd_lines(ax, data[data["probe"] == level], "epoch", colours, marker=".")
+        ax.set_yscale("log")
+        ax.set_title(LEVEL_TITLES.get(level, level))
+        ax.set_xlabel("Epoch")
+        sns.despine(ax=ax)
+    axes[0, 0].set_ylabel("CDNV (unitless, log scale)")
+    style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")
+    fig.suptitle(f"Class-distance normalised variance along training, {layer} (seed 004)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+@FIGURES.register("geometry_layers")
+def geometry_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 004 Fig. 5: linear accuracy per layer for fine and coarse classes, and fine/coarse.
+
+    One row per method; lines are selected epochs in shades of the method's colour (light =
+    early). The ratio is taken per run, epoch and layer, then averaged over seeds.
+    Input `table` (geometry.tsv). Settings `epochs`, `linear_probe`.
+    """
+    import matplotlib.pyplot as plt
+
+    linear = linear_metric(settings)
+    data = readers.read_metrics(inputs, [linear])
+    missing = {"fine", "coarse"} - set(data["probe"])
+    if missing:
+        raise ValueError(
+            f"{readers.input_path(inputs, 'table')} has no {linear} rows at level "
+            f"{sorted(missing)[0]!r} (probe column)"
+        )
+    data = data[data["probe"].isin(["fine", "coarse"])]
+    keys = ["method", "seed", "epoch", "layer"]
+    wide = data.pivot_table(index=keys, columns="probe", values="value").reset_index()
+    wide["ratio"] = wide["fine"] / wide["coarse"]
+    order = readers.layer_order(settings, data["layer"])
+    positions = {layer: i for i, layer in enumerate(order)}
+    methods = style.ordered_methods(data["method"])
+    colours = style.method_palette(methods)
+    trained = data[data["epoch"] > 0]["epoch"] if (data["epoch"] > 0).any() else data["epoch"]
+    epochs = readers.chosen_epochs(settings, set(trained) | {0})
+
+    style.setup()
+    columns = [
+        ("fine", "Fine-class accuracy\n(fraction)"),
+        ("coarse", "Coarse-class accuracy\n(fraction)"),
+        ("ratio", "Fine / coarse accuracy\n(ratio)"),
+    ]
+    fig, axes = plt.subplots(
+        len(methods),
+        3,
+        figsize=(10.5, 2.5 * len(methods) + 0.6),
+        squeeze=False,
+        sharex=True,
+        constrained_layout=True,
+    )
+    for r, method in enumerate(methods):
+        runs = wide[(wide["method"] == method) & wide["epoch"].isin(epochs)]
+        shown = sorted(set(runs["epoch"]))
+        epoch_colours = dict(zip(shown, style.shades(colours[method], len(shown)), strict=True))
+        for c, (column, label) in enumerate(columns):
+            ax = axes[r, c]
+            long = runs.rename(columns={column: "value"})
+            style.mean_sd_lines(
+                ax,
+                long,
+                "layer",
+                epoch_colours,
+                hue="epoch",
+                positions=positions,
+                label_of={e: f"epoch {e}" for e in shown},
+                marker=".",
+            )
+            ax.set_ylabel(label)
+            ax.set_title(method, color=colours[method])
+            sns.despine(ax=ax)
+        axes[r, 2].legend(frameon=False, fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    for ax in axes[-1]:
+        style.layer_axis(ax, order)
+    probe = PROBES[linear.removeprefix("linear_")]
+    fig.suptitle(f"{probe} accuracy per layer across training, {_note(data)} (seed 004 Fig. 5)")
+    return style.save(fig, stem, *readers.formats(settings))

@@ -1,0 +1,66 @@
+"""Seed 000 Fig. 9: human (CIFAR-10H) and model few-shot confusion matrices side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ssltrace.figures import FIGURES, matrixplot, readers, style
+from ssltrace.figures.clusters import best_layers
+
+
+@FIGURES.register("human_confusion")
+def human_confusion(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Human confusion, then each method's confusion at its best layer (final epoch).
+
+    The best layer has the highest seed-mean `human_spearman_offdiag`. Diagonals are masked:
+    the comparison is about which wrong classes are chosen, and correct answers would swamp
+    the colour scale. Inputs `table` (human.tsv) and `confusion:METHOD:SEED`. Settings `methods`.
+    """
+    import matplotlib.pyplot as plt
+
+    runs = readers.run_inputs(inputs, "confusion")
+    best = best_layers(inputs, settings, "human_spearman_offdiag")
+    methods = readers.chosen_methods(settings, (m for m, _ in runs))
+    panels = {}
+    human, names = None, None
+    for method in methods:
+        if method not in best.index:
+            raise ValueError(
+                f"{readers.input_path(inputs, 'table')} has no human_spearman_offdiag rows "
+                f"for method {method!r}"
+            )
+        mean, meta, epoch, n_seeds = matrixplot.seed_mean(
+            runs, method, "confusion", ["human", "class_names"]
+        )
+        if human is None:
+            human, names = meta["human"], [str(n) for n in meta["class_names"]]
+        elif not np.allclose(meta["human"], human):
+            raise ValueError(f"confusion files of {method} hold another human matrix")
+        layer = best.loc[method, "layer"]
+        panels[method] = (mean[meta["layers"].tolist().index(layer)], layer, epoch, n_seeds)
+
+    style.setup()
+    n = len(methods) + 1
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.6), squeeze=False, constrained_layout=True)
+    colours = style.method_palette(methods)
+    shown = [("human", human, "Human (CIFAR-10H)", "black")]
+    for method in methods:
+        matrix, layer, epoch, n_seeds = panels[method]
+        rho = best.loc[method, "mean"]
+        title = f"{method} · {layer}\nρ = {rho:.2f}, epoch {epoch}, {n_seeds} seed(s)"
+        shown.append((method, matrix, title, colours[method]))
+    for ax, (_key, matrix, title, colour) in zip(axes[0], shown, strict=True):
+        off = matrixplot.offdiagonal(matrix)
+        image = matrixplot.heatmap(ax, off, 0.0, matrixplot.shared_limits([off])[1])
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(names)), names if ax is axes[0, 0] else [], fontsize=7)
+        ax.set_xlabel("Chosen class")
+        ax.set_title(title, color=colour, fontsize=8)
+        bar = fig.colorbar(image, ax=ax, shrink=0.7, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label("P(chosen class | true class)", fontsize=7)
+    axes[0, 0].set_ylabel("True class")
+    fig.suptitle("Human vs model confusions, diagonal masked (seed 000 Fig. 9)")
+    return style.save(fig, stem, *readers.formats(settings))

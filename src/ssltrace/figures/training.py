@@ -1,0 +1,133 @@
+"""Training curves per method and seed, and seed 004 Fig. 3 (left): loss parts vs accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from ssltrace.figures import FIGURES, readers, style
+from ssltrace.figures.geometry import LEVELS, PROBES, linear_metric
+
+PARTS = {"loss": "total loss", "invariance": "invariance", "regularisation": "regularisation"}
+
+
+def read_logs(inputs: dict, columns: list[str]) -> pd.DataFrame:
+    """All `log:METHOD:SEED` training logs stacked long: method, seed, epoch, part, value.
+
+    Runs without trained epochs (`untrained`: no file rows) contribute nothing.
+    """
+    frames = []
+    for (method, seed), path in readers.run_inputs(inputs, "log").items():
+        log = pd.read_csv(path, sep="\t")
+        missing = [c for c in ["epoch", *columns] if c not in log.columns]
+        if missing:
+            raise ValueError(
+                f"{path} is not a training log: missing column {missing[0]!r} "
+                f"(columns: {', '.join(map(str, log.columns))})"
+            )
+        long = log.melt(id_vars="epoch", value_vars=columns, var_name="part")
+        if long.empty:
+            continue  # header only: a run without trained epochs
+        long = long.astype({"epoch": "int64", "value": "float64"})
+        frames.append(long.assign(method=method, seed=seed))
+    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    data = data.dropna(subset=["value"]) if not data.empty else data
+    if data.empty:
+        raise ValueError("no training log has any epoch rows (inputs log:METHOD:SEED)")
+    return data
+
+
+@FIGURES.register("training_curves")
+def training_curves(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Training loss vs epoch, one panel per method: thin line per seed, mean ± SD band.
+
+    Inputs `log:METHOD:SEED` (runs/{method}/seed{seed}/train_log.tsv). Each method has its own
+    y axis: the objectives are on different scales.
+    """
+    import matplotlib.pyplot as plt
+
+    data = read_logs(inputs, ["loss"])
+    methods = style.ordered_methods(data["method"])
+    colours = style.method_palette(methods)
+    n_cols = min(4, len(methods))
+    n_rows = int(np.ceil(len(methods) / n_cols))
+    style.setup()
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(2.9 * n_cols, 2.4 * n_rows + 0.5),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax, method in zip(axes.flat, methods, strict=False):
+        rows = data[data["method"] == method]
+        for _seed, run in rows.groupby("seed"):
+            ax.plot(run["epoch"], run["value"], color=colours[method], lw=0.6, alpha=0.5)
+        style.mean_sd_lines(ax, rows, "epoch", {method: colours[method]})
+        n_seeds = rows["seed"].nunique()
+        ax.set_title(f"{method} ({style.seeds_note(n_seeds)})", color=colours[method])
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel("Training loss (objective units)")
+        sns.despine(ax=ax)
+    for ax in list(axes.flat)[len(methods) :]:
+        ax.axis("off")
+    fig.suptitle("Training curves: thin lines single seeds, bold mean ± SD")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+@FIGURES.register("loss_and_accuracy")
+def loss_and_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 004 Fig. 3 (left): loss parts (left) and linear accuracy per level (right) vs epoch.
+
+    One row per trained method, in its colour; line styles separate the loss parts and the
+    label levels. Inputs `log:METHOD:SEED` and `table` (geometry.tsv); settings `deep_layer`,
+    `linear_probe`.
+    """
+    import matplotlib.pyplot as plt
+
+    logs = read_logs(inputs, list(PARTS))
+    linear = linear_metric(settings)
+    accuracy = readers.read_metrics(inputs, [linear])
+    order = readers.layer_order(settings, accuracy["layer"])
+    layer = readers.early_deep(settings, order)[1]
+    accuracy = accuracy[accuracy["layer"] == layer]
+    methods = style.ordered_methods(logs["method"])
+    colours = style.method_palette(methods)
+    levels = [lv for lv in LEVELS if lv in set(accuracy["probe"])]
+
+    style.setup()
+    fig, axes = plt.subplots(
+        len(methods),
+        2,
+        figsize=(8.0, 2.4 * len(methods) + 0.6),
+        squeeze=False,
+        sharex=True,
+        constrained_layout=True,
+    )
+    for r, method in enumerate(methods):
+        colour = {method: colours[method]}
+        left, right = axes[r]
+        for (part, name), ls in zip(PARTS.items(), style.LINESTYLES, strict=False):
+            rows = logs[(logs["method"] == method) & (logs["part"] == part)]
+            style.mean_sd_lines(left, rows, "epoch", colour, linestyle=ls, label_of={method: name})
+        left.set_ylabel("Loss (objective units)")
+        left.set_title(method, color=colours[method])
+        left.legend(frameon=False, fontsize=7)
+        for level, ls in zip(levels, style.LINESTYLES, strict=False):
+            rows = accuracy[(accuracy["method"] == method) & (accuracy["probe"] == level)]
+            style.mean_sd_lines(
+                right, rows, "epoch", colour, linestyle=ls, label_of={method: level}
+            )
+        right.set_ylabel(f"{PROBES[linear.removeprefix('linear_')]}\ntest accuracy (fraction)")
+        right.set_title(f"{method} · {layer}", color=colours[method])
+        right.legend(title="label level", frameon=False, fontsize=7)
+        for ax in (left, right):
+            sns.despine(ax=ax)
+    for ax in axes[-1]:
+        ax.set_xlabel("Epoch")
+    n_seeds = int(logs.groupby("method")["seed"].nunique().max())
+    fig.suptitle(f"Loss parts and linear accuracy, {style.seeds_note(n_seeds)} (seed 004 Fig. 3)")
+    return style.save(fig, stem, *readers.formats(settings))

@@ -1,0 +1,291 @@
+"""The SLURM and workstation profiles, run for real.
+
+SLURM tests bring up a single-node SLURM on localhost (tests/slurm_harness.py) with a fake GPU
+and submit through profiles/slurm with snakemake-executor-plugin-slurm: a small DAG of the real
+workflow (CPU rules and the GPU rule `pretrain`), and a one-rule workflow whose first attempt
+fails, for retries. What SLURM was asked for is read back with `scontrol show job`.
+"""
+
+import os
+import re
+import shutil
+import time
+
+import pandas as pd
+import pytest
+from snakemake.profiles import ProfileConfigFileParser
+
+import slurm_harness
+from ssltrace import config as sslconfig
+from ssltrace import io
+
+ROOT = slurm_harness.ROOT
+
+SLURM_PROFILE = ROOT / "profiles" / "slurm"
+LOCAL_PROFILE = ROOT / "profiles" / "local"
+GPU_TYPE = "testgpu"
+SNAKEMAKE_TIMEOUT_S = 480
+# Speed-ups for the test only: the cluster has no accounting database (sacct unusable), and
+# jobs here take seconds, so the first status check need not wait the plugin's 40 s.
+FAST_POLLING = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+]
+
+
+def profile_args(profile, **env):
+    """The command-line arguments Snakemake makes of a profile under the given environment."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("SSLTRACE_") or k in env}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    try:
+        with open(profile / "config.yaml") as stream:
+            return dict(ProfileConfigFileParser().parse(stream))
+    finally:
+        for key in list(os.environ):
+            if key.startswith("SSLTRACE_") or key in env:
+                del os.environ[key]
+        os.environ.update(saved)
+
+
+def cluster_env(cluster, **settings):
+    env = {k: v for k, v in cluster.env().items() if not k.startswith("SSLTRACE_")}
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return {**env, **settings}
+
+
+def time_limit_minutes(value):
+    """SLURM's [D-]HH:MM:SS -> minutes."""
+    days, _, clock = value.rpartition("-")
+    hours, minutes, seconds = (int(x) for x in clock.split(":"))
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
+# ---- profile contents (no SLURM needed) ------------------------------------------------------
+
+
+def test_slurm_profile_passes_no_cluster_settings_unless_given():
+    args = profile_args(SLURM_PROFILE)
+    assert args["executor"] == "slurm"
+    assert args["default-resources"] == []  # default partition, guessed account
+    assert not any("partition" in a or "gpu_model" in a for a in args["set-resources"])
+    for rule in ("pretrain", "extract", "geometry"):
+        assert f"{rule}:cpus_per_gpu=threads" in args["set-resources"]
+    assert int(args["retries"]) >= 1 and int(args["latency-wait"]) >= 10
+
+
+def test_slurm_profile_takes_partition_account_and_gpu_model_from_environment():
+    args = profile_args(
+        SLURM_PROFILE,
+        SSLTRACE_SLURM_PARTITION="cpu",
+        SSLTRACE_SLURM_GPU_PARTITION="gpu",
+        SSLTRACE_SLURM_ACCOUNT="lab1",
+        SSLTRACE_SLURM_GPU_MODEL="a100",
+    )
+    assert args["default-resources"] == ["slurm_partition=cpu", "slurm_account=lab1"]
+    for rule in ("pretrain", "extract", "geometry"):
+        assert f"{rule}:slurm_partition=gpu" in args["set-resources"]
+        assert f"{rule}:gpu_model=a100" in args["set-resources"]
+
+
+def test_slurm_profile_can_run_gpu_rules_on_cpus():
+    args = profile_args(
+        SLURM_PROFILE, SSLTRACE_SLURM_PARTITION="cpu", SSLTRACE_SLURM_GPUS="0",
+        SSLTRACE_SLURM_GPU_MODEL="a100",
+    )  # fmt: skip
+    assert "pretrain:gpu=0" in args["set-resources"]
+    assert "pretrain:slurm_partition=cpu" in args["set-resources"]  # GPU partition falls back
+    assert not any("gpu_model" in a for a in args["set-resources"])  # no --gpus=a100:0
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CUDA_VISIBLE_DEVICES": ""}, 1),  # no card: GPU rules still run, one at a time
+        ({"CUDA_VISIBLE_DEVICES": "0,1,3"}, 3),
+        ({"CUDA_VISIBLE_DEVICES": "1,-1,2"}, 1),  # CUDA ignores ids after an invalid one
+        ({"CUDA_VISIBLE_DEVICES": "0,1", "SSLTRACE_GPUS": "4"}, 4),
+    ],
+)
+def test_local_profile_counts_the_visible_gpus(env, expected):
+    args = profile_args(LOCAL_PROFILE, **env)
+    assert args["resources"] == [f"gpu={expected}"]
+
+
+# ---- workstation profile: the gpu resource, for real -------------------------------------------
+
+GPU_PAIR_SNAKEFILE = """
+import os
+import time
+rule all:
+    input: "a.txt", "b.txt"
+rule gpu_job:
+    output: "{name}.txt"
+    resources: gpu=1
+    run:
+        other = "b" if wildcards.name == "a" else "a"
+        start = time.time()
+        open(f"{wildcards.name}.started", "w").close()
+        # wait (bounded) for the other GPU job: only possible if both run at once
+        while time.time() - start < float(config["wait_s"]):
+            if os.path.exists(f"{other}.started"):
+                break
+            time.sleep(0.1)
+        with open(output[0], "w") as f:
+            f.write(f"{start} {time.time()}")
+"""
+
+
+def run_gpu_pair(tmp_path, *extra, wait_s):
+    (tmp_path / "Snakefile").write_text(GPU_PAIR_SNAKEFILE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSLTRACE_")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    log = tmp_path / "snakemake.log"
+    args = ["--profile", str(LOCAL_PROFILE), "--snakefile", str(tmp_path / "Snakefile")]
+    args += ["--directory", str(tmp_path), "--cores", "2"]
+    code, output = slurm_harness.run_snakemake(
+        [*args, "--config", f"wait_s={wait_s}", *extra], env, log, timeout_s=120
+    )
+    assert code == 0, output[-3000:]
+    spans = [tuple(map(float, (tmp_path / f"{n}.txt").read_text().split())) for n in "ab"]
+    return sorted(spans)
+
+
+def test_local_profile_runs_one_gpu_job_at_a_time_on_one_card(tmp_path):
+    (first_start, first_end), (second_start, _) = run_gpu_pair(tmp_path, wait_s=2)
+    assert second_start >= first_end  # 2 cores free, yet the second waited for the card
+
+
+def test_local_profile_runs_gpu_jobs_side_by_side_given_more_cards(tmp_path):
+    (first_start, first_end), (second_start, _) = run_gpu_pair(
+        tmp_path, "--resources", "gpu=2", wait_s=60
+    )
+    assert second_start < first_end  # both held a card at the same time
+
+
+# ---- a real single-node SLURM --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = slurm_harness.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = slurm_harness.LocalSlurm(tmp_path_factory.mktemp("slurm"), gpu_type=GPU_TYPE)
+    cluster.start()
+    yield cluster
+    print(cluster.stop())
+
+
+def job_resources_from_log(output, rule):
+    """The resources Snakemake printed for the (first) job of `rule`."""
+    block = re.search(rf"\nrule {rule}:\n(.*?)\n\n", output + "\n\n", re.S)
+    assert block, f"no job block for rule {rule} in the Snakemake log"
+    return dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block[1])[1]))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_path):
+    work = tmp_path / "study"
+    work.mkdir()
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    # one run of one epoch: 3 jobs (dataset, split, pretrain), each ~10-40 s through SLURM
+    small = work / "small.yaml"
+    small.write_text(
+        f"methods: [simclr]\nseeds: [0]\ntrain: {{epochs: 1}}\nresults_dir: {work / 'results'}\n"
+    )
+    run = work / "results" / "runs" / "simclr" / "seed0"
+    env = cluster_env(
+        cluster,
+        SSLTRACE_SLURM_PARTITION="debug",
+        SSLTRACE_SLURM_GPU_PARTITION="gpu",
+        SSLTRACE_SLURM_GPU_MODEL=GPU_TYPE,
+    )
+    args = [
+        "--profile", str(SLURM_PROFILE), "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(work),
+        "--configfile", str(ROOT / "presets" / "ci.yaml"), str(small),
+        "--max-threads", "2",  # pretrain asks for 4 threads; this node has 2 CPUs
+        *FAST_POLLING, str(run / "train_log.tsv"),
+    ]  # fmt: skip
+    started = time.monotonic()
+    code, output = slurm_harness.run_snakemake(
+        args, env, tmp_path / "snakemake.log", SNAKEMAKE_TIMEOUT_S
+    )
+    print(f"3 SLURM jobs of the real workflow: {time.monotonic() - started:.0f} s")
+    assert code == 0, f"snakemake ended with {code}:\n{output[-5000:]}"
+
+    jobs = slurm_harness.submitted_jobs(output)
+    assert sorted(jobs) == ["dataset", "pretrain", "split"], jobs
+    assert all(len(ids) == 1 for ids in jobs.values()), jobs
+    shown = {rule: cluster.job(ids[0]) for rule, ids in jobs.items()}
+    for rule, job in shown.items():
+        assert job["JobState"] == "COMPLETED", (rule, job)
+        logged = job_resources_from_log(output, rule)
+        assert job["MinMemoryNode"] == f"{logged['mem_mb']}M", (rule, job)
+        assert time_limit_minutes(job["TimeLimit"]) == int(logged["runtime"]), (rule, job)
+
+    gpu_job = shown["pretrain"]
+    assert gpu_job["Partition"] == "gpu"
+    assert gpu_job["TresPerJob"] == f"gres:gpu:{GPU_TYPE}:1"  # sbatch --gpus=testgpu:1
+    assert gpu_job["CpusPerTres"] == "gres:gpu:2"  # --cpus-per-gpu = the rule's threads
+    for rule in ("dataset", "split"):
+        assert shown[rule]["Partition"] == "debug"
+        assert shown[rule].get("TresPerJob", "(null)") == "(null)", shown[rule]
+
+    cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets" / "ci.yaml", small)
+    epochs = sslconfig.checkpoint_epochs(cfg, "simclr")
+    names = sorted(p.name for p in (run / "checkpoints").glob("epoch_*.pt"))
+    assert names == [f"epoch_{e:03d}.pt" for e in epochs]
+    last = io.torch_load(run / "checkpoints" / names[-1])
+    assert (last["method"], last["seed"], last["epoch"]) == ("simclr", 0, epochs[-1])
+    log = pd.read_csv(run / "train_log.tsv", sep="\t")
+    assert len(log) >= 1 and log["loss"].notna().all()
+
+    dry_code, dry = slurm_harness.run_snakemake(
+        [a for a in args if a not in FAST_POLLING] + ["--dry-run"],
+        env,
+        tmp_path / "dry.log",
+        120,
+    )
+    assert dry_code == 0 and "Nothing to be done" in dry, dry[-3000:]
+
+
+RETRY_SNAKEFILE = """
+rule pretrain:
+    output: "trained.txt"
+    threads: 1
+    resources: gpu=1, mem_mb=100, runtime=lambda wildcards, attempt: 3 * attempt
+    shell:
+        "if [ {resources.runtime} -le 3 ]; then echo 'attempt one fails on purpose' >&2; exit 3; fi; "
+        "echo \\"$CUDA_VISIBLE_DEVICES {resources.runtime}\\" > {output}"
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_failed_slurm_job_is_retried_with_more_runtime(cluster, tmp_path):
+    (tmp_path / "Snakefile").write_text(RETRY_SNAKEFILE)
+    args = ["--profile", str(SLURM_PROFILE), "--snakefile", str(tmp_path / "Snakefile")]
+    args += ["--directory", str(tmp_path), *FAST_POLLING]
+    code, output = slurm_harness.run_snakemake(
+        args, cluster_env(cluster), tmp_path / "snakemake.log", SNAKEMAKE_TIMEOUT_S
+    )
+    assert code == 0, f"snakemake ended with {code}:\n{output[-5000:]}"
+
+    first, second = slurm_harness.submitted_jobs(output)["pretrain"]
+    failed, retried = cluster.job(first), cluster.job(second)
+    assert failed["JobState"] == "FAILED" and retried["JobState"] == "COMPLETED"
+    assert time_limit_minutes(failed["TimeLimit"]) == 3
+    assert time_limit_minutes(retried["TimeLimit"]) == 6
+    for job in (failed, retried):
+        assert job["TresPerJob"] == "gres:gpu:1"  # plain --gpus=1: no model asked for
+        assert job["Partition"] == "debug"  # the cluster's default partition
+    # SLURM gave the job its (fake) card: CUDA_VISIBLE_DEVICES set by the gres plugin
+    assert (tmp_path / "trained.txt").read_text().split() == ["0", "6"]
+    failed_log = next((tmp_path / ".snakemake" / "slurm_logs").rglob(f"{first}.log"))
+    assert "attempt one fails on purpose" in failed_log.read_text()
