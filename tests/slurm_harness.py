@@ -36,7 +36,7 @@ def unavailable_reason() -> str | None:
     if sys.platform != "linux":
         return f"a local SLURM needs Linux, this is {sys.platform}"
     if os.geteuid() != 0:
-        return "starting slurmd/slurmctld needs root (tests run as uid {})".format(os.geteuid())
+        return f"starting slurmd/slurmctld needs root (tests run as uid {os.geteuid()})"
     if ETC_CONF.exists() and not ETC_CONF.is_symlink():
         return f"a real SLURM config exists at {ETC_CONF}; the test cluster will not replace it"
     missing = [b for b in BINARIES if shutil.which(b) is None]

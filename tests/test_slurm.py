@@ -13,9 +13,9 @@ import time
 
 import pandas as pd
 import pytest
+import slurm_harness
 from snakemake.profiles import ProfileConfigFileParser
 
-import slurm_harness
 from ssltrace import config as sslconfig
 from ssltrace import io
 
@@ -205,12 +205,15 @@ def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_p
         SSLTRACE_SLURM_GPU_PARTITION="gpu",
         SSLTRACE_SLURM_GPU_MODEL=GPU_TYPE,
     )
-    args = [
-        "--profile", str(SLURM_PROFILE), "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(work),
+    target = str(run / "train_log.tsv")
+    study = [
+        "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
         "--configfile", str(ROOT / "presets" / "ci.yaml"), str(small),
+    ]  # fmt: skip
+    args = [
+        "--profile", str(SLURM_PROFILE), *study, *FAST_POLLING,
         "--max-threads", "2",  # pretrain asks for 4 threads; this node has 2 CPUs
-        *FAST_POLLING, str(run / "train_log.tsv"),
+        target,
     ]  # fmt: skip
     started = time.monotonic()
     code, output = slurm_harness.run_snakemake(
@@ -219,23 +222,26 @@ def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_p
     print(f"3 SLURM jobs of the real workflow: {time.monotonic() - started:.0f} s")
     assert code == 0, f"snakemake ended with {code}:\n{output[-5000:]}"
 
+    # every job Snakemake ran as `rule` (not `localrule`) went to SLURM, once, and completed
     jobs = slurm_harness.submitted_jobs(output)
-    assert sorted(jobs) == ["dataset", "pretrain", "split"], jobs
-    assert all(len(ids) == 1 for ids in jobs.values()), jobs
+    remote = set(re.findall(r"^rule (\w+):$", output, re.M))
+    local = set(re.findall(r"^localrule (\w+):$", output, re.M))
+    assert remote | local == {"dataset", "split", "pretrain"} and "pretrain" in remote
+    assert set(jobs) == remote and all(len(ids) == 1 for ids in jobs.values()), jobs
     shown = {rule: cluster.job(ids[0]) for rule, ids in jobs.items()}
     for rule, job in shown.items():
         assert job["JobState"] == "COMPLETED", (rule, job)
         logged = job_resources_from_log(output, rule)
         assert job["MinMemoryNode"] == f"{logged['mem_mb']}M", (rule, job)
         assert time_limit_minutes(job["TimeLimit"]) == int(logged["runtime"]), (rule, job)
+        if rule != "pretrain":  # CPU rules: default partition setting, no GPU
+            assert job["Partition"] == "debug", (rule, job)
+            assert job.get("TresPerJob", "(null)") == "(null)", (rule, job)
 
     gpu_job = shown["pretrain"]
     assert gpu_job["Partition"] == "gpu"
     assert gpu_job["TresPerJob"] == f"gres:gpu:{GPU_TYPE}:1"  # sbatch --gpus=testgpu:1
     assert gpu_job["CpusPerTres"] == "gres:gpu:2"  # --cpus-per-gpu = the rule's threads
-    for rule in ("dataset", "split"):
-        assert shown[rule]["Partition"] == "debug"
-        assert shown[rule].get("TresPerJob", "(null)") == "(null)", shown[rule]
 
     cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets" / "ci.yaml", small)
     epochs = sslconfig.checkpoint_epochs(cfg, "simclr")
@@ -244,31 +250,39 @@ def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_p
     last = io.torch_load(run / "checkpoints" / names[-1])
     assert (last["method"], last["seed"], last["epoch"]) == ("simclr", 0, epochs[-1])
     log = pd.read_csv(run / "train_log.tsv", sep="\t")
-    assert len(log) >= 1 and log["loss"].notna().all()
+    assert log["epoch"].tolist() == epochs[1:] and log["loss"].notna().all()
 
     dry_code, dry = slurm_harness.run_snakemake(
-        [a for a in args if a not in FAST_POLLING] + ["--dry-run"],
-        env,
-        tmp_path / "dry.log",
-        120,
+        [*study, "--cores", "1", "--dry-run", target], env, tmp_path / "dry.log", 120
     )
     assert dry_code == 0 and "Nothing to be done" in dry, dry[-3000:]
 
 
 RETRY_SNAKEFILE = """
+rule all:
+    input: "trained.txt"
+
+rule prepare:
+    output: "prepared.txt"
+    threads: 2
+    resources: mem_mb=200, runtime=4
+    shell: "echo \\"$SLURM_CPUS_PER_TASK\\" > {output}"
+
 rule pretrain:
+    input: "prepared.txt"
     output: "trained.txt"
     threads: 1
     resources: gpu=1, mem_mb=100, runtime=lambda wildcards, attempt: 3 * attempt
     shell:
-        "if [ {resources.runtime} -le 3 ]; then echo 'attempt one fails on purpose' >&2; exit 3; fi; "
+        "if [ {resources.runtime} -le 3 ]; then "
+        "echo 'attempt one fails on purpose' >&2; exit 3; fi; "
         "echo \\"$CUDA_VISIBLE_DEVICES {resources.runtime}\\" > {output}"
 """
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_failed_slurm_job_is_retried_with_more_runtime(cluster, tmp_path):
+def test_cpu_and_gpu_jobs_and_a_retry_with_more_runtime(cluster, tmp_path):
     (tmp_path / "Snakefile").write_text(RETRY_SNAKEFILE)
     args = ["--profile", str(SLURM_PROFILE), "--snakefile", str(tmp_path / "Snakefile")]
     args += ["--directory", str(tmp_path), *FAST_POLLING]
@@ -276,16 +290,25 @@ def test_failed_slurm_job_is_retried_with_more_runtime(cluster, tmp_path):
         args, cluster_env(cluster), tmp_path / "snakemake.log", SNAKEMAKE_TIMEOUT_S
     )
     assert code == 0, f"snakemake ended with {code}:\n{output[-5000:]}"
+    jobs = slurm_harness.submitted_jobs(output)
 
-    first, second = slurm_harness.submitted_jobs(output)["pretrain"]
+    (cpu_id,) = jobs["prepare"]
+    cpu_job = cluster.job(cpu_id)
+    assert cpu_job["JobState"] == "COMPLETED" and cpu_job["Partition"] == "debug"
+    assert cpu_job["CPUs/Task"] == "2" and cpu_job["MinMemoryNode"] == "200M"
+    assert cpu_job.get("TresPerJob", "(null)") == "(null)"
+    assert (tmp_path / "prepared.txt").read_text().split() == ["2"]
+
+    first, second = jobs["pretrain"]
     failed, retried = cluster.job(first), cluster.job(second)
     assert failed["JobState"] == "FAILED" and retried["JobState"] == "COMPLETED"
     assert time_limit_minutes(failed["TimeLimit"]) == 3
-    assert time_limit_minutes(retried["TimeLimit"]) == 6
+    assert time_limit_minutes(retried["TimeLimit"]) == 6  # attempt 2 asks for twice the time
     for job in (failed, retried):
         assert job["TresPerJob"] == "gres:gpu:1"  # plain --gpus=1: no model asked for
+        assert job["CpusPerTres"] == "gres:gpu:1"  # --cpus-per-gpu = threads
         assert job["Partition"] == "debug"  # the cluster's default partition
-    # SLURM gave the job its (fake) card: CUDA_VISIBLE_DEVICES set by the gres plugin
+    # SLURM gave the job its (fake) card: the gres plugin set CUDA_VISIBLE_DEVICES
     assert (tmp_path / "trained.txt").read_text().split() == ["0", "6"]
     failed_log = next((tmp_path / ".snakemake" / "slurm_logs").rglob(f"{first}.log"))
     assert "attempt one fails on purpose" in failed_log.read_text()

@@ -1,52 +1,18 @@
 """End to end: the smallest full DAG (presets/ci.yaml) through Snakemake, every output checked."""
 
-import shutil
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from ssltrace import config as sslconfig
 from ssltrace import io
+from tests.conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(root, workdir, *args, check=True):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(root / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(root / "presets/ci.yaml"),
-        "--config",
-        f"results_dir={workdir / 'results'}",
-        "--cores",
-        "2",
-        *args,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def ci_study(tmp_path_factory):
-    from tests.conftest import ROOT
-
-    work = tmp_path_factory.mktemp("ci_study")
-    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
-    snakemake(ROOT, work)
-    cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
-    cfg["results_dir"] = str(work / "results")
-    return ROOT, work, cfg
+    return run_snakemake(workdir, *args, check=check)
 
 
 def test_every_run_has_a_checkpoint_per_epoch_and_a_log(ci_study):

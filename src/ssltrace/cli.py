@@ -55,6 +55,14 @@ def cmd_check_config(args) -> None:
     print(f"config OK: {len(cfg['methods'])} methods x {len(cfg['seeds'])} seeds = {runs} runs")
 
 
+def cmd_plan(args) -> None:
+    from ssltrace import config
+    from ssltrace.plan import summary
+
+    cfg = config.load(args.config, *args.presets)
+    print(summary(cfg, images_per_s=args.images_per_s))
+
+
 def cmd_data(args) -> None:
     from ssltrace.data import prepare_dataset, prepare_human
 
@@ -111,15 +119,18 @@ def cmd_extract(args) -> None:
 
     _threads(args)
     s = _settings(args.settings)
-    ckpt_dir, out_dir = Path(args.checkpoints_dir), Path(args.out_dir)
+    out_dir = Path(args.out_dir)
     extract_run(
-        [ckpt_dir / epoch_file(e, ".pt") for e in args.epochs],
+        _epoch_files(args.checkpoints_dir, args.epochs, ".pt"),
         Path(args.probe),
         [out_dir / epoch_file(e, ".npz") for e in args.epochs],
         layers=s.get("layers"),
         pooling=s.get("pooling", "mean"),
         batch_size=s.get("batch_size", 1000),
+        dtype=s.get("dtype", "float32"),
         device=s.get("device", "auto"),
+        cache_dir=_cache(args),
+        keep_epochs=s.get("keep", "all"),
         log=_log,
     )
 
@@ -128,20 +139,15 @@ def cmd_fewshot(args) -> None:
     from ssltrace.metrics import fewshot_run
 
     _threads(args)
-    s = _settings(args.settings)
     fewshot_run(
-        [Path(args.activations_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        _epoch_files(args.activations_dir, args.epochs),
         Path(args.table),
         Path(args.matrices),
         method=args.method,
         seed=args.seed,
         probe=args.probe,
-        shots=s["shots"],
-        trials=s["trials"],
-        distance=s["distance"],
-        trial_seed=s["seed"],
-        max_per_class=s.get("max_per_class"),
-        device=s.get("device", "auto"),
+        settings=_settings(args.settings),
+        cache_dir=_cache(args),
         log=_log,
     )
 
@@ -150,20 +156,15 @@ def cmd_human(args) -> None:
     from ssltrace.metrics import human_run
 
     _threads(args)
-    s = _settings(args.settings)
     human_run(
-        [Path(args.activations_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        _epoch_files(args.activations_dir, args.epochs),
         Path(args.probe_file),
         Path(args.table),
         Path(args.matrices),
         method=args.method,
         seed=args.seed,
-        shots=s["shots"],
-        trials=s["trials"],
-        distance=s["distance"],
-        trial_seed=s["seed"],
-        permutations=s["permutations"],
-        device=s.get("device", "auto"),
+        settings=_settings(args.settings),
+        cache_dir=_cache(args),
         log=_log,
     )
 
@@ -172,8 +173,6 @@ def cmd_cluster(args) -> None:
     from ssltrace.metrics import clustering_run
 
     _threads(args)
-
-    s = _settings(args.settings)
     clustering_run(
         Path(args.matrices),
         Path(args.table),
@@ -181,9 +180,7 @@ def cmd_cluster(args) -> None:
         method=args.method,
         seed=args.seed,
         probe=args.probe,
-        linkage=s["linkage"],
-        permutations=s["permutations"],
-        perm_seed=s["seed"],
+        settings=_settings(args.settings),
         log=_log,
     )
 
@@ -192,16 +189,14 @@ def cmd_trajectory(args) -> None:
     from ssltrace.metrics import trajectory_run
 
     _threads(args)
-
-    s = _settings(args.settings)
     trajectory_run(
-        [Path(args.activations_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        _epoch_files(args.activations_dir, args.epochs),
         Path(args.table),
         Path(args.rdms),
         method=args.method,
         seed=args.seed,
-        rdm_metric=s["rdm_metric"],
-        compare=s["compare"],
+        settings=_settings(args.settings),
+        cache_dir=_cache(args),
         log=_log,
     )
 
@@ -210,16 +205,14 @@ def cmd_geometry(args) -> None:
     from ssltrace.metrics import geometry_run
 
     _threads(args)
-    s = _settings(args.settings)
     geometry_run(
-        [Path(args.known_dir) / epoch_file(e, ".npz") for e in args.epochs],
-        [Path(args.sample_dir) / epoch_file(e, ".npz") for e in args.epochs],
+        _epoch_files(args.known_dir, args.epochs),
+        _epoch_files(args.sample_dir, args.epochs),
         Path(args.table),
         method=args.method,
         seed=args.seed,
-        levels=s["levels"],
-        probes=s["probes"],
-        device=s.get("device", "auto"),
+        settings=_settings(args.settings),
+        cache_dir=_cache(args),
         log=_log,
     )
 
@@ -248,6 +241,14 @@ def cmd_figure(args) -> None:
 
 def epoch_file(epoch: int, suffix: str) -> str:
     return f"epoch_{epoch:03d}{suffix}"
+
+
+def _epoch_files(folder: str, epochs: list[int], suffix: str = ".npz") -> list[Path]:
+    return [Path(folder) / epoch_file(e, suffix) for e in epochs]
+
+
+def _cache(args) -> Path | None:
+    return Path(args.cache_dir) if getattr(args, "cache_dir", None) else None
 
 
 def _add(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
@@ -280,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "check-config", cmd_check_config, "validate a config (+ presets) and exit")
     p.add_argument("config")
     p.add_argument("presets", nargs="*", help="preset files merged on top, in order")
+
+    p = _add(
+        sub, "plan", cmd_plan, "summarise a study before it starts: jobs per rule, GPU-hours, disk"
+    )
+    p.add_argument("config")
+    p.add_argument("presets", nargs="*", help="preset files merged on top, in order")
+    p.add_argument(
+        "--images-per-s",
+        type=float,
+        help="measured training throughput (default: the study's own train logs)",
+    )
 
     p = _add(sub, "data", cmd_data, "download/verify or generate a dataset and write its .npz")
     p.add_argument("--name", required=True, help="dataset name (see `ssltrace list`)")
@@ -323,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="one epoch_EEE.npz per epoch")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--settings", default="{}", help="JSON {layers, pooling, batch_size, device}")
+    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
 
     p = _add(
         sub,
@@ -337,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrices", required=True)
     _run_args(p)
     p.add_argument("--settings", required=True, help="JSON {shots, trials, distance, seed}")
+    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
 
     p = _add(
         sub,
@@ -356,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--settings", required=True, help="JSON {shots, trials, distance, seed, permutations}"
     )
+    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
 
     p = _add(
         sub,
@@ -386,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--settings", required=True, help="JSON {rdm_metric, compare}")
     p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
 
     p = _add(
         sub,
@@ -402,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--settings", required=True, help="JSON {levels, probes}")
+    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
 
     p = _add(sub, "collect", cmd_collect, "stack per-run tidy tables into one study table")
     p.add_argument("--out", required=True)
@@ -420,9 +437,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a mistake in input or environment: shown as one message."""
     from ssltrace.config import ConfigError
     from ssltrace.data import DataFormatError, DataUnavailableError
-    from ssltrace.io import ArtifactWriteError
+    from ssltrace.io import ArtifactReadError, ArtifactWriteError
 
-    return (ConfigError, DataFormatError, DataUnavailableError, ArtifactWriteError)
+    return (
+        ConfigError,
+        DataFormatError,
+        DataUnavailableError,
+        ArtifactReadError,
+        ArtifactWriteError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

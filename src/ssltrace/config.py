@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
         "pooling": "mean",
         "batch_size": 1000,
         "device": "auto",
+        "dtype": "float32",
+        "keep": "all",
     },
     "fewshot": {
         "shots": 5,
@@ -62,7 +64,16 @@ DEFAULTS: dict[str, Any] = {
     },
     "human_alignment": {"permutations": 1000},
     "clustering": {"linkage": "average", "permutations": 1000, "seed": 0},
-    "figures": {"formats": ["png", "pdf"], "dpi": 200},
+    "figures": {
+        "formats": ["png", "pdf"],
+        "dpi": 200,
+        "methods": None,
+        "matrix_layers": None,
+        "early_layer": None,
+        "deep_layer": None,
+        "epochs": None,
+        "linear_probe": "svm",
+    },
 }
 
 # Images per class that each dataset offers, so impossible probe sizes fail before any job.

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssltrace import io
+from ssltrace import io, store
+from ssltrace.store import EpochCache
 
 POOLINGS = ("mean", "max", "flatten", "avg2x2")
 
@@ -93,17 +94,36 @@ def extract_run(
     layers: Sequence[str] | None = None,
     pooling: str = "mean",
     batch_size: int = 1000,
+    dtype: str = "float32",
     device: str = "auto",
+    cache_dir: Path | None = None,
+    keep_epochs: str | Sequence[int] = "all",
     log: Callable[[str], None] = print,
 ) -> None:
-    """Write one activations file per checkpoint (outputs[i] for checkpoints[i])."""
+    """Write one activations file per checkpoint (outputs[i] for checkpoints[i]).
+
+    With `cache_dir`, the activations of the epochs in `keep_epochs` ("all" or a list) are
+    also kept there under a key of checkpoint bytes, probe bytes and settings, so a rerun
+    (e.g. after extending training) links them instead of extracting again.
+    """
     if len(checkpoints) != len(outputs):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(outputs)} output paths")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"unknown dtype {dtype!r}; expected 'float32' or 'float16'")
+    for path in checkpoints:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"checkpoint {path} is missing; was the run trained?")
     probe = io.load_npz(probe_path)
+    cache = EpochCache(cache_dir, "activations")
+    settings = [store.file_digest(probe_path), list(layers or []), pooling, dtype]
     dev = resolve_device(device)
     for ckpt_path, out in zip(checkpoints, outputs, strict=True):
+        key = store.make_key("activations", store.file_digest(ckpt_path), settings)
+        if cache.place(key, out):
+            log(f"{Path(ckpt_path).name}: cached activations -> {out}")
+            continue
         start = time.perf_counter()
         net, ckpt = load_network(Path(ckpt_path), dev)
         names = list(layers) if layers else list(named_layers(net))
@@ -111,16 +131,19 @@ def extract_run(
         io.save_npz(
             out,
             {
-                **acts,
+                **{name: value.astype(dtype) for name, value in acts.items()},
                 "layers": np.array(names),
                 "labels": probe["labels"],
                 "coarse": probe["coarse"],
                 "class_names": probe["class_names"],
                 "coarse_names": probe["coarse_names"],
                 "epoch": np.int64(ckpt["epoch"]),
+                "cache_key": np.array(key),
                 **({"part": probe["part"]} if "part" in probe else {}),
             },
         )
+        if keep_epochs == "all" or int(ckpt["epoch"]) in set(keep_epochs):
+            cache.keep(key, out)
         log(
             f"epoch {ckpt['epoch']}: {len(names)} layers, {len(probe['labels'])} images, "
             f"{time.perf_counter() - start:.2f} s -> {out}"

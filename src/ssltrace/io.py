@@ -1,7 +1,9 @@
 """Atomic artifact writing and safe checkpoint loading.
 
 Every artifact is written to a temporary file in its destination directory and renamed into
-place, so an interrupted job never leaves a half-written file that looks complete.
+place, so an interrupted job never leaves a half-written file that looks complete. Reading
+refuses pickled code (checkpoints: weights_only=True; .npz: allow_pickle=False) and reports a
+damaged file as one message naming it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +23,13 @@ import numpy as np
 
 class ArtifactWriteError(OSError):
     """Writing an artifact failed; the message names the path and the reason."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message alone, without "[Errno N]"
+
+
+class ArtifactReadError(ValueError):
+    """An artifact cannot be read (damaged, truncated, or carrying pickled code)."""
 
 
 @contextlib.contextmanager
@@ -44,6 +54,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _remove_stale_temps(path, suffix)
+
+
+def _remove_stale_temps(path: Path, suffix: str) -> None:
+    """Delete temp files of `path` left by writers that were killed before their rename.
+
+    A SIGKILL skips every cleanup, and a checkpoint's temp can be as large as the checkpoint;
+    the rerun that writes the same artifact is the one place that knows they are garbage
+    (each artifact has one writer: the job that declares it).
+    """
+    stale = re.compile(
+        re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(f".tmp{suffix}")
+    )
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if stale.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _umask() -> int:
@@ -85,8 +113,28 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load every array of an .npz eagerly; object arrays (pickles) are refused."""
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ArtifactReadError(
+                f"refusing to load {path}: it holds pickled Python objects (which could run "
+                "code), not plain arrays"
+            ) from exc
+        raise _damaged(path, exc) from exc
+    except Exception as exc:  # BadZipFile, EOFError, zlib.error, ...: all mean a damaged file
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path, exc: BaseException) -> ArtifactReadError:
+    first = (str(exc).splitlines() or [""])[0].split(". ")[0]  # torch's texts run on for lines
+    return ArtifactReadError(
+        f"cannot read {path}: damaged or truncated ({type(exc).__name__}: {first}); delete it "
+        "and rerun the step that writes it"
+    )
 
 
 def save_table(path: str | os.PathLike, frame) -> None:
@@ -104,17 +152,27 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
 
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a checkpoint with weights_only=True: a file carrying pickled code is refused."""
+    import pickle
+
     import torch
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:
-        raise ValueError(
-            f"refusing to load {path}: not a plain-weights checkpoint "
-            f"(weights_only=True failed: {str(exc).splitlines()[0]})"
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise _damaged(path, exc) from exc  # e.g. "pickle data was truncated"
+        # torch's own text suggests weights_only=False, i.e. running the code: name it instead.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise ArtifactReadError(
+            f"refusing to load {path}: not a plain-weights checkpoint, it references Python "
+            f"code{what}; checkpoints hold only tensors, numbers, strings, lists and dicts "
+            "(loaded with weights_only=True)"
         ) from exc
+    except Exception as exc:
+        raise _damaged(path, exc) from exc
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:

@@ -52,9 +52,19 @@ def analysed_epochs(w):
     return " ".join(str(e) for e in sslconfig.analysed_epochs(CFG, w.method))
 
 
+CACHE = f"{R}/cache"
+
+
+def activations_dir():
+    """Activations are temporary unless every epoch is kept (extract.keep)."""
+    path = directory(f"{R}/activations/{{method}}/seed{{seed}}/{{probe}}")
+    return path if CFG["extract"]["keep"] == "all" else temp(path)
+
+
 def extract_settings():
     layers = CFG["extract"]["layers"]
-    settings = {k: CFG["extract"][k] for k in ("pooling", "batch_size", "device")}
+    keys = ("pooling", "batch_size", "device", "dtype", "keep")
+    settings = {k: CFG["extract"][k] for k in keys}
     settings["layers"] = None if layers == "all" else layers
     return as_json(settings)
 
@@ -75,12 +85,11 @@ def per_run(pattern, probe=None):
 
 
 def get_final_output():
+    # FIGURE_STEMS is filled by the figure rules (rules/figures.smk), one stem per figure.
     figures = [
-        f"{R}/figures/fig5_fewshot_error_vs_layer.{fmt}"
+        f"{R}/figures/{stem}.{fmt}"
+        for stem in FIGURE_STEMS
         for fmt in CFG["figures"]["formats"]
-    ]
-    figures += [
-        f"{R}/figures/fig8_mi_vs_layer.{fmt}" for fmt in CFG["figures"]["formats"]
     ]
     tables = [f"{R}/tables/{name}.tsv" for name in ANALYSES]
     logs = per_run("{R}/runs/{method}/seed{seed}/train_log.tsv")

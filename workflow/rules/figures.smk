@@ -1,54 +1,423 @@
-# Figures stage: drawn from study tables only, so a style change reruns figures and nothing else.
+# Figures stage: drawn from study tables, per-run matrix files and training logs only, so a
+# style change (the `figures` config section, a param of these rules alone) reruns figures and
+# nothing else. Each figure is `{R}/figures/<paper>/<name>.<fmt>`; the first browser-viewable
+# format goes into the Snakemake report, under one category per seed paper.
+import shlex
+
+SEED000 = "Seed 000: few-shot structure and human errors"
+SEED001 = "Seed 001: representational trajectories"
+SEED004 = "Seed 004: clustering geometry"
+TRAINING = "Training"
+
+# Stems of every figure rule below, for get_final_output().
+FIGURE_STEMS = []
+
+
+def figure_outputs(stem, caption, category):
+    """{fmt: path} for every configured format, the viewable one wrapped in report()."""
+    formats = CFG["figures"]["formats"]
+    shown = next((f for f in ("png", "svg") if f in formats), formats[0])
+    FIGURE_STEMS.append(stem)
+    outputs = {}
+    for fmt in formats:
+        path = f"{R}/figures/{stem}.{fmt}"
+        if fmt == shown:
+            path = report(path, caption=f"../report/{caption}", category=category)
+        outputs[fmt] = path
+    return outputs
+
+
+def figure_runs(role, pattern):
+    """Inputs named ROLE:METHOD:SEED, one per run (see ssltrace.figures.readers)."""
+    return {
+        f"{role}:{method}:{seed}": pattern.format(R=R, method=method, seed=seed)
+        for method in METHODS
+        for seed in SEEDS
+    }
+
+
+def figure_args(wildcards, input):
+    """`--input ROLE=PATH` for every named input of the rule."""
+    return " ".join(
+        "--input " + shlex.quote(f"{role}={path}") for role, path in input.items()
+    )
+
+
+# Study tables sort layers alphabetically; figures draw them input -> output.
+FIGURE_LAYERS = sslconfig.analysed_layers(CFG)
+
+
+def figure_settings(**extra):
+    """The `figures` config plus the layer order and any analysis setting a figure labels."""
+    return as_json({**CFG["figures"], "layer_order": FIGURE_LAYERS, **extra})
+
+
+FIGURE_SHELL = (
+    "ssltrace figure --name {params.name} {params.inputs} --stem {params.stem:q} "
+    "--settings {params.settings:q} > {log:q} 2>&1"
+)
+
+
+rule figure_fewshot_error_matrices:
+    input:
+        **figure_runs("errors", "{R}/metrics/fewshot/{method}/seed{seed}_errors.npz"),
+    output:
+        **figure_outputs(
+            "seed000/fig04_fewshot_error_matrices",
+            "seed000_fig04_fewshot_error_matrices.rst",
+            SEED000,
+        ),
+    log:
+        f"{LOGS}/figures/seed000_fig04_fewshot_error_matrices.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        name="fewshot_error_matrices",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig04_fewshot_error_matrices",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
 
 
 rule figure_fewshot_error_vs_layer:
     input:
-        f"{R}/tables/fewshot.tsv",
+        table=f"{R}/tables/fewshot.tsv",
     output:
-        report(
-            expand(
-                f"{R}/figures/fig5_fewshot_error_vs_layer.{{fmt}}",
-                fmt=CFG["figures"]["formats"],
-            ),
-            caption="../report/fig5_fewshot_error_vs_layer.rst",
-            category="Seed 000: few-shot learning",
+        **figure_outputs(
+            "seed000/fig05_fewshot_error_vs_layer",
+            "seed000_fig05_fewshot_error_vs_layer.rst",
+            SEED000,
         ),
     log:
-        f"{LOGS}/figures/fig5_fewshot_error_vs_layer.log",
+        f"{LOGS}/figures/seed000_fig05_fewshot_error_vs_layer.log",
     conda:
         "../../envs/ssltrace.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        stem=f"{R}/figures/fig5_fewshot_error_vs_layer",
-        settings=as_json(CFG["figures"]),
+        name="fewshot_error_vs_layer",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig05_fewshot_error_vs_layer",
+        settings=figure_settings(),
     shell:
-        "ssltrace figure --name fewshot_error_vs_layer --input table={input:q} "
-        "--stem {params.stem:q} --settings {params.settings:q} > {log:q} 2>&1"
+        FIGURE_SHELL
+
+
+rule figure_dendrograms:
+    input:
+        **figure_runs(
+            "clusters", "{R}/metrics/clustering/{method}/seed{seed}_clusters.npz"
+        ),
+        table=f"{R}/tables/clustering.tsv",
+    output:
+        **figure_outputs(
+            "seed000/fig06_dendrograms", "seed000_fig06_dendrograms.rst", SEED000
+        ),
+    log:
+        f"{LOGS}/figures/seed000_fig06_dendrograms.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="dendrograms",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig06_dendrograms",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_correspondence:
+    input:
+        **figure_runs(
+            "clusters", "{R}/metrics/clustering/{method}/seed{seed}_clusters.npz"
+        ),
+        table=f"{R}/tables/clustering.tsv",
+    output:
+        **figure_outputs(
+            "seed000/fig07_correspondence", "seed000_fig07_correspondence.rst", SEED000
+        ),
+    log:
+        f"{LOGS}/figures/seed000_fig07_correspondence.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="correspondence",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig07_correspondence",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
 
 
 rule figure_mi_vs_layer:
     input:
-        f"{R}/tables/clustering.tsv",
+        table=f"{R}/tables/clustering.tsv",
     output:
-        report(
-            expand(
-                f"{R}/figures/fig8_mi_vs_layer.{{fmt}}", fmt=CFG["figures"]["formats"]
-            ),
-            caption="../report/fig8_mi_vs_layer.rst",
-            category="Seed 000: few-shot learning",
+        **figure_outputs(
+            "seed000/fig08_mi_vs_layer", "seed000_fig08_mi_vs_layer.rst", SEED000
         ),
     log:
-        f"{LOGS}/figures/fig8_mi_vs_layer.log",
+        f"{LOGS}/figures/seed000_fig08_mi_vs_layer.log",
     conda:
         "../../envs/ssltrace.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        stem=f"{R}/figures/fig8_mi_vs_layer",
-        settings=as_json(CFG["figures"]),
+        name="mi_vs_layer",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig08_mi_vs_layer",
+        settings=figure_settings(),
     shell:
-        "ssltrace figure --name mi_vs_layer --input table={input:q} "
-        "--stem {params.stem:q} --settings {params.settings:q} > {log:q} 2>&1"
+        FIGURE_SHELL
+
+
+rule figure_human_confusion:
+    input:
+        **figure_runs(
+            "confusion", "{R}/metrics/human/{method}/seed{seed}_confusion.npz"
+        ),
+        table=f"{R}/tables/human.tsv",
+    output:
+        **figure_outputs(
+            "seed000/fig09_human_confusion",
+            "seed000_fig09_human_confusion.rst",
+            SEED000,
+        ),
+    log:
+        f"{LOGS}/figures/seed000_fig09_human_confusion.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="human_confusion",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig09_human_confusion",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_spearman_vs_layer:
+    input:
+        table=f"{R}/tables/human.tsv",
+    output:
+        **figure_outputs(
+            "seed000/fig10_spearman_vs_layer",
+            "seed000_fig10_spearman_vs_layer.rst",
+            SEED000,
+        ),
+    log:
+        f"{LOGS}/figures/seed000_fig10_spearman_vs_layer.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="spearman_vs_layer",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed000/fig10_spearman_vs_layer",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_rdm_stability:
+    input:
+        table=f"{R}/tables/trajectory.tsv",
+    output:
+        **figure_outputs(
+            "seed001/fig01_rdm_stability", "seed001_fig01_rdm_stability.rst", SEED001
+        ),
+    log:
+        f"{LOGS}/figures/seed001_fig01_rdm_stability.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="rdm_stability",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed001/fig01_rdm_stability",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_category_dissimilarity:
+    input:
+        table=f"{R}/tables/trajectory.tsv",
+    output:
+        **figure_outputs(
+            "seed001/fig02_category_dissimilarity",
+            "seed001_fig02_category_dissimilarity.rst",
+            SEED001,
+        ),
+    log:
+        f"{LOGS}/figures/seed001_fig02_category_dissimilarity.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="category_dissimilarity",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed001/fig02_category_dissimilarity",
+        settings=figure_settings(rdm_metric=CFG["trajectory"]["rdm_metric"]),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_rdm_snapshots:
+    input:
+        **figure_runs("rdms", "{R}/metrics/trajectory/{method}/seed{seed}_rdms.npz"),
+    output:
+        **figure_outputs("seed001/rdm_snapshots", "seed001_rdm_snapshots.rst", SEED001),
+    log:
+        f"{LOGS}/figures/seed001_rdm_snapshots.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        name="rdm_snapshots",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed001/rdm_snapshots",
+        settings=figure_settings(rdm_metric=CFG["trajectory"]["rdm_metric"]),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_geometry_accuracy:
+    input:
+        table=f"{R}/tables/geometry.tsv",
+    output:
+        **figure_outputs(
+            "seed004/fig02_geometry_accuracy",
+            "seed004_fig02_geometry_accuracy.rst",
+            SEED004,
+        ),
+    log:
+        f"{LOGS}/figures/seed004_fig02_geometry_accuracy.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="geometry_accuracy",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed004/fig02_geometry_accuracy",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_loss_and_accuracy:
+    input:
+        **figure_runs("log", "{R}/runs/{method}/seed{seed}/train_log.tsv"),
+        table=f"{R}/tables/geometry.tsv",
+    output:
+        **figure_outputs(
+            "seed004/fig03_loss_and_accuracy",
+            "seed004_fig03_loss_and_accuracy.rst",
+            SEED004,
+        ),
+    log:
+        f"{LOGS}/figures/seed004_fig03_loss_and_accuracy.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="loss_and_accuracy",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed004/fig03_loss_and_accuracy",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_geometry_layers:
+    input:
+        table=f"{R}/tables/geometry.tsv",
+    output:
+        **figure_outputs(
+            "seed004/fig05_geometry_layers",
+            "seed004_fig05_geometry_layers.rst",
+            SEED004,
+        ),
+    log:
+        f"{LOGS}/figures/seed004_fig05_geometry_layers.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="geometry_layers",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed004/fig05_geometry_layers",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_cdnv_vs_epoch:
+    input:
+        table=f"{R}/tables/geometry.tsv",
+    output:
+        **figure_outputs("seed004/cdnv_vs_epoch", "seed004_cdnv_vs_epoch.rst", SEED004),
+    log:
+        f"{LOGS}/figures/seed004_cdnv_vs_epoch.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="cdnv_vs_epoch",
+        inputs=figure_args,
+        stem=f"{R}/figures/seed004/cdnv_vs_epoch",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_training_curves:
+    input:
+        **figure_runs("log", "{R}/runs/{method}/seed{seed}/train_log.tsv"),
+    output:
+        **figure_outputs("training/training_curves", "training_curves.rst", TRAINING),
+    log:
+        f"{LOGS}/figures/training_curves.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        name="training_curves",
+        inputs=figure_args,
+        stem=f"{R}/figures/training/training_curves",
+        settings=figure_settings(),
+    shell:
+        FIGURE_SHELL

@@ -11,18 +11,19 @@ rule fewshot:
         f"{LOGS}/fewshot/{{method}}_seed{{seed}}.log",
     conda:
         "../../envs/ssltrace.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
     params:
+        cache=CACHE,
         epochs=analysed_epochs,
         settings=as_json(CFG["fewshot"]),
     shell:
         "ssltrace fewshot --activations-dir {input:q} --epochs {params.epochs} "
         "--table {output.table:q} --matrices {output.matrices:q} --method {wildcards.method} "
         "--seed {wildcards.seed} --probe novel --threads {threads} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --cache-dir {params.cache:q} > {log:q} 2>&1"
 
 
 rule human_alignment:
@@ -36,18 +37,19 @@ rule human_alignment:
         f"{LOGS}/human/{{method}}_seed{{seed}}.log",
     conda:
         "../../envs/ssltrace.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
     params:
+        cache=CACHE,
         epochs=analysed_epochs,
         settings=as_json({**CFG["fewshot"], **CFG["human_alignment"]}),
     shell:
         "ssltrace human --activations-dir {input.activations:q} --epochs {params.epochs} "
         "--probe-file {input.probe:q} --table {output.table:q} "
         "--matrices {output.matrices:q} --method {wildcards.method} --seed {wildcards.seed} "
-        "--threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
+        "--threads {threads} --settings {params.settings:q} --cache-dir {params.cache:q} > {log:q} 2>&1"
 
 
 rule clustering:
@@ -87,12 +89,13 @@ rule trajectory:
         mem_mb=4000,
         runtime=30,
     params:
+        cache=CACHE,
         epochs=analysed_epochs,
         settings=as_json(CFG["trajectory"]),
     shell:
         "ssltrace trajectory --activations-dir {input:q} --epochs {params.epochs} "
         "--table {output.table:q} --rdms {output.rdms:q} --method {wildcards.method} "
-        "--seed {wildcards.seed} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        "--seed {wildcards.seed} --settings {params.settings:q} --cache-dir {params.cache:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule geometry:
@@ -105,19 +108,20 @@ rule geometry:
         f"{LOGS}/geometry/{{method}}_seed{{seed}}.log",
     conda:
         "../../envs/ssltrace.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=120,
     params:
+        cache=CACHE,
         epochs=analysed_epochs,
         settings=as_json(CFG["geometry"]),
     shell:
         "ssltrace geometry --known-dir {input.known:q} --sample-dir {input.sample:q} "
         "--epochs {params.epochs} --table {output:q} --method {wildcards.method} "
         "--seed {wildcards.seed} --threads {threads} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --cache-dir {params.cache:q} > {log:q} 2>&1"
 
 
 rule collect_table:

@@ -111,7 +111,7 @@ def _dendrogram(ax, linkage: np.ndarray, meta: dict) -> None:
         ax=ax,
     )
     for tick, leaf in zip(ax.get_yticklabels(), tree["leaves"], strict=True):
-        tick.set_color(colours[coarse[leaf]])
+        tick.set_color(style.text_colour(colours[coarse[leaf]]))
     ax.tick_params(axis="y", length=0)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
@@ -162,7 +162,7 @@ def correspondence(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         for tick, colour in zip(
             ax.get_xticklabels(), style.coarse_palette(len(names)), strict=True
         ):
-            tick.set_color(colour)
+            tick.set_color(style.text_colour(colour))
         ax.set_xlabel("Coarse class")
         ax.set_title(
             f"{method} · {best.loc[method, 'layer']}\nepoch {epoch}, {n_seeds} seed(s)",

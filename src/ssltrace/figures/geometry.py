@@ -76,8 +76,7 @@ def geometry_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             ax.set_title(LEVEL_TITLES.get(level, level))
             if c == 0:
                 ax.set_ylabel(f"{name} test accuracy\n(fraction)")
-            if r == 1:
-                ax.set_xlabel("Epoch")
+            style.epoch_axis(ax, label=r == 1)
             sns.despine(ax=ax)
     style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")
     fig.suptitle(f"Clustering by label level along training, {layer} (seed 004 Fig. 2)")
@@ -109,9 +108,9 @@ def cdnv_vs_epoch(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     )
     for ax, level in zip(axes[0], levels, strict=True):
         style.mean_sd_lines(ax, data[data["probe"] == level], "epoch", colours, marker=".")
-        ax.set_yscale("log")
+        style.plain_log_axis(ax)
         ax.set_title(LEVEL_TITLES.get(level, level))
-        ax.set_xlabel("Epoch")
+        style.epoch_axis(ax)
         sns.despine(ax=ax)
     axes[0, 0].set_ylabel("CDNV (unitless, log scale)")
     style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")

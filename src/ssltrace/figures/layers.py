@@ -21,7 +21,11 @@ LABELS = {
 def fewshot_error_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 000 Fig. 5: mean pairwise few-shot error per layer and method."""
     return metric_vs_layer(
-        inputs, "fewshot_error", stem, settings, "Few-shot error vs layer (seed 000 Fig. 5)"
+        inputs,
+        "fewshot_error",
+        stem,
+        settings,
+        "Few-shot error vs layer, final epoch (seed 000 Fig. 5)",
     )
 
 
@@ -29,7 +33,11 @@ def fewshot_error_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Pat
 def mi_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 000 Fig. 8: mutual information of clusters with coarse classes per layer."""
     return metric_vs_layer(
-        inputs, "mi_bits", stem, settings, "Clusters vs coarse classes (seed 000 Fig. 8)"
+        inputs,
+        "mi_bits",
+        stem,
+        settings,
+        "Clusters vs coarse classes by layer, final epoch (seed 000 Fig. 8)",
     )
 
 
@@ -41,7 +49,7 @@ def spearman_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         "human_spearman_offdiag",
         stem,
         settings,
-        "Model–human confusion similarity vs layer (seed 000 Fig. 10)",
+        "Model–human confusion similarity vs layer, final epoch (seed 000 Fig. 10)",
         zero_line=True,
     )
 

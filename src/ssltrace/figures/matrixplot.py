@@ -119,7 +119,7 @@ def group_ticks(
             continue
         axis.set_ticks(centres, labels, fontsize=fontsize)
         for tick, g in zip(axis.get_ticklabels(), groups[starts], strict=True):
-            tick.set_color(colours[g] if g >= 0 else "0.4")
+            tick.set_color(style.text_colour(colours[g]) if g >= 0 else "0.4")
     if x:
         ax.tick_params(axis="x", rotation=90, length=0)
     if y:

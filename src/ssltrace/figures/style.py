@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # figures are files; never open a window (headless CI, SLURM nodes)
 
@@ -35,17 +36,18 @@ METHOD_ORDER = [
 ]
 
 # Paul Tol's "muted" scheme: distinguishable under the common colour-vision deficiencies and
-# distinct from the method colours, so coarse classes never read as methods.
+# distinct from the method colours, so coarse classes never read as methods. The pale sand
+# and cyan come last; text in them is darkened (`text_colour`).
 COARSE_COLOURS = [
-    "#CC6677",
     "#332288",
-    "#DDCC77",
     "#117733",
-    "#88CCEE",
+    "#CC6677",
     "#882255",
     "#44AA99",
     "#999933",
     "#AA4499",
+    "#88CCEE",
+    "#DDCC77",
     "#6699CC",
 ]
 
@@ -82,12 +84,23 @@ def coarse_palette(n: int) -> list[str]:
     return [matplotlib.colors.to_hex(c) for c in sns.color_palette("husl", n)]
 
 
+def text_colour(colour) -> tuple:
+    """`colour` darkened until text in it is legible on white (relative luminance <= 0.35)."""
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
+    for _ in range(10):
+        if float(rgb @ [0.2126, 0.7152, 0.0722]) <= 0.35:
+            break
+        rgb = rgb * 0.8
+    return tuple(rgb)
+
+
 def shades(colour, n: int) -> list[tuple]:
-    """n shades of one colour from light to full, for ordered levels such as epochs."""
+    """n shades of one colour from light to dark, for ordered levels such as epochs."""
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
     if n == 1:
-        return [tuple(colour)]
-    ramp = sns.light_palette(colour, n_colors=n + 1)[1:]  # drop the near-white first shade
-    return [tuple(c[:3]) for c in ramp]
+        return [tuple(rgb)]
+    light, dark = rgb + 0.6 * (1 - rgb), rgb * 0.6
+    return [tuple(light + t * (dark - light)) for t in np.linspace(0, 1, n)]
 
 
 def setup() -> None:
@@ -152,6 +165,22 @@ def mean_sd_lines(
 def layer_axis(ax, layers: Sequence[str]) -> None:
     ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
     ax.set_xlabel("Layer (input → output)")
+
+
+def epoch_axis(ax, label: bool = True) -> None:
+    """Whole-numbered epoch ticks (short CI runs would otherwise show 0.5 epochs)."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if label:
+        ax.set_xlabel("Epoch")
+
+
+def plain_log_axis(ax) -> None:
+    """Log-scaled y with plain numbers (0.3, not 3×10⁻¹) on major and minor ticks."""
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=6)
 
 
 def method_legend(fig_or_ax, colour_of: dict, title: str = "Method", **kwargs) -> None:

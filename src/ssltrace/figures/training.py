@@ -69,7 +69,7 @@ def training_curves(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         style.mean_sd_lines(ax, rows, "epoch", {method: colours[method]})
         n_seeds = rows["seed"].nunique()
         ax.set_title(f"{method} ({style.seeds_note(n_seeds)})", color=colours[method])
-        ax.set_xlabel("Epoch")
+        style.epoch_axis(ax)
         ax.set_ylabel("Training loss (objective units)")
         sns.despine(ax=ax)
     for ax in list(axes.flat)[len(methods) :]:
@@ -126,8 +126,9 @@ def loss_and_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         right.legend(title="label level", frameon=False, fontsize=7)
         for ax in (left, right):
             sns.despine(ax=ax)
-    for ax in axes[-1]:
-        ax.set_xlabel("Epoch")
+    for r, row in enumerate(axes):
+        for ax in row:
+            style.epoch_axis(ax, label=r == len(axes) - 1)
     n_seeds = int(logs.groupby("method")["seed"].nunique().max())
     fig.suptitle(f"Loss parts and linear accuracy, {style.seeds_note(n_seeds)} (seed 004 Fig. 3)")
     return style.save(fig, stem, *readers.formats(settings))

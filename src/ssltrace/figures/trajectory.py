@@ -59,8 +59,7 @@ def rdm_stability(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             style.mean_sd_lines(ax, rows, "epoch", colours, marker=".")
             ax.set_title(f"{'early' if c == 0 else 'deep'} layer: {layer}")
             ax.set_ylabel(f"RDM stability\n({STABILITY.get(how, how)}, epoch e−1 vs e)")
-            if r == len(measures) - 1:
-                ax.set_xlabel("Epoch")
+            style.epoch_axis(ax, label=r == len(measures) - 1)
             sns.despine(ax=ax)
     style.method_legend(
         fig,
@@ -107,8 +106,7 @@ def category_dissimilarity(inputs: dict, stem: Path, settings: dict) -> list[Pat
             ax.set_title(f"{group} · {layer}")
             if c == 0:
                 ax.set_ylabel(f"Mean dissimilarity\n({rdm_units(settings)})")
-            if r == len(layers) - 1:
-                ax.set_xlabel("Epoch")
+            style.epoch_axis(ax, label=r == len(layers) - 1)
             sns.despine(ax=ax)
     handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()] + [
         plt.Line2D([], [], color="0.3", ls="-", label="within group"),
@@ -164,6 +162,8 @@ def rdm_snapshots(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     )
     colours = style.method_palette(methods)
     image = None
+    # Group names under the lowest drawn panel of each column (late epochs lack `untrained`).
+    lowest = {e: max(r for r, m in enumerate(methods) if (m, e) in panels) for e in epochs}
     for r, method in enumerate(methods):
         for c, epoch in enumerate(epochs):
             ax = axes[r, c]
@@ -183,7 +183,7 @@ def rdm_snapshots(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             matrix, n_seeds = panels[method, epoch]
             image = matrixplot.heatmap(ax, matrix, vmin, vmax)
             matrixplot.group_ticks(
-                ax, meta["group_of_image"], meta["groups"], x=r == len(methods) - 1, y=c == 0
+                ax, meta["group_of_image"], meta["groups"], x=r == lowest[epoch], y=c == 0
             )
             ax.set_title(f"{method} · epoch {epoch}", color=colours[method], fontsize=8)
     bar = fig.colorbar(image, ax=axes, shrink=0.6)

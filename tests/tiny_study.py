@@ -1,0 +1,121 @@
+"""The smallest study that runs every stage (1 method, 1 seed, 2 epochs, width 0.125), and a
+Snakemake runner for it, shared by the kill, determinism and security tests.
+
+`reference()` runs it once per test session (cached) in a temp directory; the tests that
+need a complete uninterrupted study compare against it instead of running their own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ssltrace import config as sslconfig
+from tests import killpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "results_dir": "results",
+    "dataset": {"options": {"train_per_class": 8}},
+    "seeds": [0],
+    "methods": ["simclr"],
+    "train": {"batch_size": 32, "device": "cpu"},
+    "probes": {"known": {"train_per_class": 4}},
+    "geometry": {"probes": ["svm"]},
+    "clustering": {"permutations": 20},
+    "human_alignment": {"permutations": 20},
+    "figures": {"formats": ["png", "pdf"], "dpi": 50},
+}
+ANALYSES = ("fewshot", "clustering", "human", "trajectory", "geometry")
+TABLES = [f"results/tables/{name}.tsv" for name in ANALYSES]
+FIG5 = [f"results/figures/fig5_fewshot_error_vs_layer.{fmt}" for fmt in ("png", "pdf")]
+RUN = "results/runs/simclr/seed0"
+
+
+def tiny_config(**top_level) -> dict:
+    """config.yaml + presets/ci.yaml + TINY (+ top-level overrides), as one mapping."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for extra in (yaml.safe_load((ROOT / "presets/ci.yaml").read_text()), TINY, top_level):
+        cfg = sslconfig.deep_merge(cfg, extra)
+    return cfg
+
+
+def make_workdir(workdir: Path, **top_level) -> Path:
+    """A working directory whose config.yaml is the tiny study (read by the Snakefile)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(**top_level)))
+    return workdir
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
+    """Run Snakemake in its own session, so a hook may SIGKILL its whole process group."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=workdir, env=full_env, start_new_session=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def hooked_env(workdir: Path, **kill) -> dict:
+    """Environment that routes jobs through the kill/rename hooks of tests/killpoints.py."""
+    env = {
+        "PATH": f"{killpoints.wrapper_dir(workdir.parent / (workdir.name + '_hooks'))}"
+        f"{os.pathsep}{os.environ['PATH']}",
+        killpoints.LOG_ENV: str(workdir.parent / f"{workdir.name}_renames.jsonl"),
+    }
+    if kill:
+        env.update(killpoints.kill_env(**kill))
+    return env
+
+
+def temp_leftovers(results: Path) -> list[Path]:
+    """Temp files of ssltrace.io writers (".<name>.XXXXXXXX.tmp...") or downloads (.part)."""
+    return [p for p in results.rglob("*") if ".tmp" in p.name or p.name.endswith(".part")]
+
+
+@functools.cache
+def _session_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="ssltrace_tiny_"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+@functools.cache
+def reference() -> Path:
+    """An uninterrupted tiny study: all five tables and figure 5, every rename recorded."""
+    work = make_workdir(_session_dir() / "reference")
+    snakemake(work, *TABLES, *FIG5, env=hooked_env(work))
+    return work
+
+
+def renames_of(workdir: Path) -> list[dict]:
+    import json
+
+    log = workdir.parent / f"{workdir.name}_renames.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
