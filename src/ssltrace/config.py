@@ -169,11 +169,74 @@ def _check_semantics(cfg: dict) -> None:
         _check_name(method, METHODS, f"methods[{i}]")
     for method in cfg["method_settings"]:
         _check_name(method, METHODS, f"method_settings.{method}")
+    _check_paths(cfg)
     _check_split(cfg)
     _check_architecture_and_layers(cfg)
     _check_probe_sizes(cfg)
+    _check_augment(cfg)
     for method in cfg["methods"]:
-        run_settings(cfg, method, cfg["seeds"][0])  # surfaces bad per-method overrides now
+        _check_method(cfg, method)
+
+
+def _check_paths(cfg: dict) -> None:
+    for key in ("results_dir", "data_dir"):
+        path = Path(cfg[key])
+        if any(c in cfg[key] for c in "{}"):
+            raise ConfigError(
+                f"config key '{key}' = {cfg[key]!r}: braces are not allowed (Snakemake would "
+                "read them as wildcards)"
+            )
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ConfigError(
+                f"config key '{key}' = {cfg[key]!r}: {existing} exists and is not a directory"
+            )
+
+
+def _check_augment(cfg: dict) -> None:
+    from ssltrace.augment import AugmentConfig
+
+    try:
+        AugmentConfig.from_dict(cfg["augment"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key 'augment': {_message(exc)}") from None
+
+
+def _check_method(cfg: dict, method: str) -> None:
+    """Per-method params and training overrides, checked as the run would check them."""
+    from ssltrace.methods import METHODS
+    from ssltrace.methods.base import resolve_params
+    from ssltrace.training.schedule import build_schedule
+
+    run = run_settings(cfg, method, cfg["seeds"][0])
+    try:
+        resolve_params(method, METHODS.get(method).defaults, run["method_params"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"config key 'method_settings.{method}.params': {_message(exc)}"
+        ) from None
+    train = run["train"]
+    where = f"method_settings.{method}.train" if method in cfg["method_settings"] else "train"
+    try:
+        build_schedule(train["schedule"], train["optimizer"]["lr"], max(train["epochs"], 1), 1)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key '{where}.schedule': {_message(exc)}") from None
+    n_images = training_images(cfg)
+    if method_trains(method) and train["batch_size"] > n_images:
+        raise ConfigError(
+            f"config key '{where}.batch_size' = {train['batch_size']}: larger than the "
+            f"{n_images} training images of the known classes (no full batch per epoch)"
+        )
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc.args[0] if exc.args else exc)
+
+
+def training_images(cfg: dict) -> int:
+    """Training images of the known classes (5 fine classes per coarse class)."""
+    per_class = _images_per_class(cfg["dataset"], "train")
+    return 5 * cfg["split"]["n_known"] * per_class
 
 
 def _check_name(name: str, registry, key: str) -> None:

@@ -105,12 +105,6 @@ def measured_throughput(results_dir: Path) -> dict[str, float]:
     return {method: float(np.median(v)) for method, v in rates.items()}
 
 
-def training_images(cfg: dict) -> int:
-    options = cfg["dataset"].get("options", {})
-    per_class = 500 if cfg["dataset"]["name"] == "cifar100" else options.get("train_per_class", 500)
-    return 5 * cfg["split"]["n_known"] * per_class
-
-
 def summary(cfg: dict, images_per_s: float | None = None, n_figure_rules: int = 1) -> str:
     lines = ["Jobs per rule:"]
     jobs = jobs_per_rule(cfg, n_figure_rules)
@@ -119,7 +113,7 @@ def summary(cfg: dict, images_per_s: float | None = None, n_figure_rules: int = 
     measured = measured_throughput(Path(cfg["results_dir"]))
     sizes = probe_sizes(cfg)
     act_dtype = 2 if cfg["extract"]["dtype"] == "float16" else 4
-    n_train = training_images(cfg)
+    n_train = sslconfig.training_images(cfg)
     gpu_hours, ckpt_total, act_total = 0.0, 0, 0
     lines.append("Per method (per seed):")
     for method in cfg["methods"]:
