@@ -562,6 +562,6 @@ class Augmenter:
 
 
 def _resolve_device(device: object) -> torch.device:
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from ssltrace.device import resolve_device
+
+    return resolve_device(device)

@@ -9,6 +9,7 @@ split sizes vs coarse classes) and resolves what each run and stage needs. The S
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,67 @@ def load_schema() -> dict:
         return yaml.safe_load(fh)
 
 
-def validate(config: dict) -> dict:
-    """Return the config with defaults filled in, or raise ConfigError naming the bad key."""
+def validate(config: dict, semantic: bool = True) -> dict:
+    """Return the config with defaults filled in, or raise ConfigError naming the bad key.
+
+    `semantic=False` skips the checks that build networks (for Snakemake's per-job processes,
+    whose main process has already run them).
+    """
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys, got {type(config).__name__}")
+    coerce_strings(config, load_schema())
     _check_schema(config)
     full = deep_merge(DEFAULTS, config)
-    _check_semantics(full)
+    if semantic:
+        _check_semantics(full)
     return full
+
+
+def coerce_strings(value, schema: dict, root: dict | None = None):
+    """Turn strings into the numbers/booleans the schema expects, in place.
+
+    `snakemake --config key=value` parses nested values with YAML's BaseLoader, so
+    `--config train={epochs: 300}` arrives as the string '300'.
+    """
+    root = root or schema
+    while "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
+    shaped = {dict: "object", list: "array"}.get(type(value))
+    for option in schema.get("oneOf", []):
+        if shaped and option.get("type") == shaped:
+            schema = option
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else {})
+            value[key] = coerce_strings(item, sub, root)
+        return value
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [coerce_strings(item, items, root) for item in value]
+    if not isinstance(value, str):
+        return value
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    for option in schema.get("oneOf", []):
+        kinds += [option["type"]] if isinstance(option.get("type"), str) else []
+    return _parse_scalar(value, kinds)
+
+
+def _parse_scalar(text: str, kinds: list[str]):
+    if "integer" in kinds and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if "number" in kinds:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    if "boolean" in kinds and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "null" in kinds and text.lower() in ("null", "none", "~"):
+        return None
+    return text
 
 
 def _check_schema(config: dict) -> None:

@@ -11,15 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ssltrace import io, store
+from ssltrace.device import resolve_device
 from ssltrace.store import EpochCache
 
 POOLINGS = ("mean", "max", "flatten", "avg2x2")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_network(checkpoint_path: Path, device: torch.device):

@@ -7,7 +7,9 @@ from ssltrace import config as sslconfig
 
 try:
     # ssltrace's own check first: one message naming the key, before anything is planned.
-    CFG = sslconfig.validate(config)
+    # Jobs that Snakemake runs in their own process (SLURM) re-read this file: the main process
+    # has already built the networks to check layer names, so they skip that.
+    CFG = sslconfig.validate(config, semantic=workflow.is_main_process)
 except sslconfig.ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 validate(config, schema="../schemas/config.schema.yaml")
@@ -25,6 +27,18 @@ wildcard_constraints:
     seed=r"\d+",
     probe="|".join(PROBES),
     analysis="|".join(ANALYSES),
+
+
+# Cheap bookkeeping runs where Snakemake runs (downloads need the login node's network).
+localrules:
+    dataset,
+    human_dataset,
+    split,
+    probe_novel,
+    probe_human,
+    probe_rdm,
+    probe_known,
+    collect_table,
 
 
 def as_json(value):
@@ -67,6 +81,11 @@ def extract_settings():
     settings = {k: CFG["extract"][k] for k in keys}
     settings["layers"] = None if layers == "all" else layers
     return as_json(settings)
+
+
+def minutes(base):
+    """A runtime resource that grows with each retry (SLURM kills jobs past their limit)."""
+    return lambda wildcards, attempt: base * attempt
 
 
 def pretrain_runtime(w, attempt):

@@ -11,7 +11,7 @@ rule dataset:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=minutes(60),
     params:
         name=CFG["dataset"]["name"],
         data_dir=CFG["data_dir"],
@@ -31,7 +31,7 @@ rule human_dataset:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=minutes(60),
     params:
         name=CFG["human"]["name"],
         data_dir=CFG["data_dir"],
@@ -53,7 +53,7 @@ rule split:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     params:
         settings=as_json(CFG["split"]),
     shell:
@@ -74,7 +74,7 @@ rule probe_novel:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     params:
         settings=as_json(CFG["probes"]["novel"]),
     shell:
@@ -94,7 +94,7 @@ rule probe_human:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     params:
         settings=as_json(CFG["probes"]["human"]),
     shell:
@@ -114,7 +114,7 @@ rule probe_rdm:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     params:
         settings=as_json({**CFG["probes"]["rdm"], "dataset": CFG["dataset"]["name"]}),
     shell:
@@ -135,7 +135,7 @@ rule probe_known:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     params:
         settings=as_json(CFG["probes"]["known"]),
     shell:
@@ -156,7 +156,7 @@ rule probe_sample:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=30,
+        runtime=minutes(30),
     params:
         settings=as_json({**CFG["probes"]["sample"], "augment": CFG["augment"]}),
     shell:

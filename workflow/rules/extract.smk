@@ -15,7 +15,7 @@ rule extract:
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=60,
+        runtime=minutes(60),
     params:
         epochs=analysed_epochs,
         settings=extract_settings(),

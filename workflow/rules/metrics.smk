@@ -14,7 +14,7 @@ rule fewshot:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=minutes(60),
     params:
         cache=CACHE,
         epochs=analysed_epochs,
@@ -40,7 +40,7 @@ rule human_alignment:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=minutes(60),
     params:
         cache=CACHE,
         epochs=analysed_epochs,
@@ -65,7 +65,7 @@ rule clustering:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=minutes(30),
     params:
         settings=as_json(CFG["clustering"]),
     shell:
@@ -87,7 +87,7 @@ rule trajectory:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=minutes(30),
     params:
         cache=CACHE,
         epochs=analysed_epochs,
@@ -112,7 +112,7 @@ rule geometry:
     resources:
         gpu=1,
         mem_mb=16000,
-        runtime=120,
+        runtime=minutes(120),
     params:
         cache=CACHE,
         epochs=analysed_epochs,
@@ -136,6 +136,6 @@ rule collect_table:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=minutes(10),
     shell:
         "ssltrace collect --out {output:q} {input:q} > {log:q} 2>&1"

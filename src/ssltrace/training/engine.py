@@ -31,6 +31,7 @@ import torch
 
 from ssltrace import io
 from ssltrace.augment import AugmentConfig, Augmenter
+from ssltrace.device import resolve_device as shared_resolve_device
 from ssltrace.methods import METHODS, Method, build_method
 from ssltrace.methods.base import resolve_params
 from ssltrace.models import build_backbone
@@ -172,18 +173,11 @@ def _check_train(train: dict[str, Any]) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' = CUDA when available, else CPU; 'cuda' without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The run's device (`ssltrace.device.resolve_device`), errors naming run.train.device."""
     try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"run.train.device must be auto, cpu or cuda[:N], got {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.train.device is {device!r} but no CUDA device is available")
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"run.train.device must be auto, cpu or cuda[:N], got {device!r}")
-    return resolved
+        return shared_resolve_device(device)
+    except ValueError as exc:
+        raise ValueError(f"run.train.device: {exc}") from None
 
 
 @contextlib.contextmanager
