@@ -15,6 +15,7 @@ means for epochs × layers; the baseline for the probe solvers is sklearn on CPU
 the same run as the torch L-BFGS solver (also on CPU here; it is the one used on CUDA).
 
     python benchmarks/bench_geometry.py --quick     # < 2 min on a 2-core machine
+    python benchmarks/bench_geometry.py --threads 1 --clock cpu   # steady on a shared machine
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import torch
 
-from ssltrace.analysis.geometry import cdnv, mean_class_distance, ncc_accuracy
+from ssltrace.analysis.geometry import cdnv, mean_class_distance, ncc_accuracy, sample_level_sets
 from ssltrace.analysis.geometry import within_class_variance as within_var
 from ssltrace.analysis.probes import linear_probe
 from ssltrace.analysis.rdm import compare, compute_rdm
@@ -63,58 +65,103 @@ def levels(dim: int, rng) -> dict[str, tuple]:
     }
 
 
-def timed(fn, repeats: int) -> float:
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn, repeats: int, clock=time.perf_counter) -> float:
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return float(np.median(times))
 
 
-def bench_layer(dim: int, repeats: int, backends: list[str], rng) -> dict[str, float]:
+def cluster_stats(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    return cdnv(x, y, "cpu"), within_var(x, y, "cpu"), mean_class_distance(x, y, "cpu")
+
+
+def bench_layer(dim: int, repeats: int, backends: list[str], clock, rng) -> dict[str, float]:
     out = {}
+
+    def timed_(fn) -> float:
+        return timed(fn, repeats, clock)
+
     for level, (tx, ty, vx, vy) in levels(dim, rng).items():
-        out[f"{level}/ncc"] = timed(lambda: ncc_accuracy(tx, ty, vx, vy, "cpu"), repeats)
-        out[f"{level}/cdnv+var+dist"] = timed(
-            lambda: (cdnv(tx, ty, "cpu"), within_var(tx, ty, "cpu"), mean_class_distance(tx, ty)),
-            repeats,
-        )
+        out[f"{level}/ncc"] = timed_(partial(ncc_accuracy, tx, ty, vx, vy, "cpu"))
+        out[f"{level}/cdnv+var+dist"] = timed_(partial(cluster_stats, tx, ty))
         for kind in ("svm", "logistic"):
             for backend in backends:
-                out[f"{level}/{kind}[{backend}]"] = timed(
-                    lambda k=kind, b=backend: linear_probe(
-                        tx, ty, vx, vy, kind=k, backend=b, device="cpu"
-                    ),
-                    repeats,
-                )
+                probe = partial(linear_probe, tx, ty, vx, vy, kind=kind, backend=backend)
+                out[f"{level}/{kind}[{backend}]"] = timed_(partial(probe, device="cpu"))
     groups = np.repeat(np.arange(4), 24)
     x_now, x_prev = clustered(groups, dim, 0.5, rng), clustered(groups, dim, 0.5, rng)
     prev = compute_rdm(x_prev)
-    out["rdm/compute"] = timed(lambda: compute_rdm(x_now), repeats)
+    out["rdm/compute"] = timed_(lambda: compute_rdm(x_now))
     now = compute_rdm(x_now)
-    out["rdm/spearman"] = timed(lambda: compare(now, prev, "spearman"), repeats)
-    out["rdm/kendall_tau_a"] = timed(lambda: compare(now, prev, "kendall_tau_a"), repeats)
+    out["rdm/spearman"] = timed_(lambda: compare(now, prev, "spearman"))
+    out["rdm/kendall_tau_a"] = timed_(lambda: compare(now, prev, "kendall_tau_a"))
     names = ["people", "animals", "vehicles", "plants"]
-    out["rdm/category"] = timed(lambda: category_dissimilarity(now, groups, names), repeats)
+    out["rdm/category"] = timed_(lambda: category_dissimilarity(now, groups, names))
     return out
+
+
+def bench_sample_sets(clock, quick: bool) -> None:
+    """Drawing the sample-level image sets happens once per study, not per checkpoint."""
+    from ssltrace.augment import Augmenter
+
+    images = np.random.default_rng(1).integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8)
+    sizes = ((100, 20, 5),) if quick else ((100, 20, 5), (500, 100, 20))
+    for n, k, k_test in sizes:
+        start = clock()
+        sample_level_sets(images, n, k, k_test, Augmenter(None, "cpu"), device="cpu")
+        print(
+            f"sample_level_sets N={n} K={k} K'={k_test} (CPU, once per study): "
+            f"{clock() - start:.1f} s"
+        )
+
+
+def warm_up(backends: list[str]) -> None:
+    """First calls import sklearn and torch.optim machinery (seconds); keep it out of the table."""
+    x = np.random.default_rng(0).random((20, 4))
+    y = np.arange(20) % 2
+    for backend in backends:
+        linear_probe(x, y, x, y, backend=backend, device="cpu")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 repeat, sklearn probes only")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, sklearn probes only, small sample sets"
+    )
     parser.add_argument("--epochs", type=int, default=201, help="checkpoints per run to project")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCK),
+        default="wall",
+        help="'cpu' (process time) is steadier on a shared machine; use it with --threads 1",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else 3
     backends = ["sklearn"] if args.quick else ["sklearn", "torch"]
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; repeats={repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; repeats={repeats}; "
+        f"{args.clock} clock"
+    )
+    warm_up(backends)
 
     wall = time.perf_counter()
-    per_layer = {name: bench_layer(dim, repeats, backends, rng) for name, dim in LAYERS.items()}
+    clock = CLOCK[args.clock]
+    per_layer = {
+        name: bench_layer(dim, repeats, backends, clock, rng) for name, dim in LAYERS.items()
+    }
     analyses = list(next(iter(per_layer.values())))
 
-    print(f"\nseconds per analysis and layer (median of {repeats})")
+    print(f"\n{args.clock}-clock seconds per analysis and layer (median of {repeats})")
     header = f"{'analysis':<26}" + "".join(f"{n:>9}" for n in LAYERS) + f"{'all':>9}"
     print(header)
     totals: dict[str, float] = defaultdict(float)
@@ -140,6 +187,7 @@ def main() -> None:
             base = sum(totals[a] for a in analyses if f"{kind}[sklearn]" in a)
             new = sum(totals[a] for a in analyses if f"{kind}[torch]" in a)
             print(f"{kind}: torch L-BFGS (CPU) / sklearn = {new / base:.2f}x time")
+    bench_sample_sets(clock, args.quick)
     print(f"\nbenchmark wall time {time.perf_counter() - wall:.0f} s")
 
 

@@ -65,9 +65,9 @@ def test_geometry_matches_brute_force_definition(n_classes):
     y[:n_classes] = np.arange(n_classes)  # every class present
     x = rng.normal(size=(y.size, 5)) + 4 * rng.normal(size=(n_classes, 5))[y] + 50
     ref_cdnv, ref_var, ref_dist = _brute_force_geometry(x, y)
-    assert cdnv(x, y) == pytest.approx(ref_cdnv, rel=1e-6)
-    assert within_class_variance(x, y) == pytest.approx(ref_var, rel=1e-6)
-    assert mean_class_distance(x, y) == pytest.approx(ref_dist, rel=1e-6)
+    assert cdnv(x, y) == pytest.approx(ref_cdnv, rel=1e-9)
+    assert within_class_variance(x, y) == pytest.approx(ref_var, rel=1e-9)
+    assert mean_class_distance(x, y) == pytest.approx(ref_dist, rel=1e-9)
 
 
 def test_ncc_accuracy_by_hand():
@@ -151,7 +151,7 @@ def _images(m=12):
 
 def test_sample_level_sets_shapes_labels_and_reproducibility():
     images = _images()
-    sets = sample_level_sets(images, _flip_and_jitter, 5, 4, 3, seed=1, device="cpu", batch_size=7)
+    sets = sample_level_sets(images, 5, 4, 3, _flip_and_jitter, seed=1, device="cpu", batch_size=7)
     train, train_y, test, test_y = sets
     assert train.shape == (20, 3, 32, 32) and test.shape == (15, 3, 32, 32)
     sources = np.unique(train_y)
@@ -164,10 +164,10 @@ def test_sample_level_sets_shapes_labels_and_reproducibility():
         err = min((view - clean).abs().max(), (view - clean.flip(-1)).abs().max())
         assert err < 0.1
     # Same seed -> same sets; test views are fresh draws, not copies of training views.
-    again = sample_level_sets(images, _flip_and_jitter, 5, 4, 3, seed=1, device="cpu", batch_size=7)
+    again = sample_level_sets(images, 5, 4, 3, _flip_and_jitter, seed=1, device="cpu", batch_size=7)
     assert torch.equal(train, again[0]) and torch.equal(test, again[2])
     assert not torch.equal(train[:3], test[:3])
-    other = sample_level_sets(images, _flip_and_jitter, 5, 4, 3, seed=2, device="cpu")
+    other = sample_level_sets(images, 5, 4, 3, _flip_and_jitter, seed=2, device="cpu")
     assert not torch.equal(train, other[0])
 
 
@@ -175,7 +175,7 @@ def test_sample_level_sets_with_the_training_augmenter():
     from ssltrace.augment import Augmenter
 
     train, train_y, test, test_y = sample_level_sets(
-        _images(), Augmenter(None, "cpu"), 3, 4, 2, seed=0, device="cpu"
+        _images(), 3, 4, 2, Augmenter(None, "cpu"), seed=0, device="cpu"
     )
     assert train.shape == (12, 3, 32, 32) and test.shape == (6, 3, 32, 32)
     assert train.dtype == torch.float32 and torch.isfinite(train).all()
@@ -186,12 +186,12 @@ def test_sample_level_sets_with_the_training_augmenter():
 def test_sample_level_sets_reject_bad_input():
     images = _images()
     with pytest.raises(ValueError, match="n_images=20 exceeds"):
-        sample_level_sets(images, _flip_and_jitter, 20, 2, 2, device="cpu")
+        sample_level_sets(images, 20, 2, 2, _flip_and_jitter, device="cpu")
     with pytest.raises(ValueError, match="images_uint8"):
-        sample_level_sets(images.astype(np.float32), _flip_and_jitter, 2, 2, 2, device="cpu")
+        sample_level_sets(images.astype(np.float32), 2, 2, 2, _flip_and_jitter, device="cpu")
     with pytest.raises(ValueError, match="k_test"):
-        sample_level_sets(images, _flip_and_jitter, 2, 2, 0, device="cpu")
+        sample_level_sets(images, 2, 2, 0, _flip_and_jitter, device="cpu")
     with pytest.raises(TypeError, match="augment_fn"):
-        sample_level_sets(images, None, 2, 2, 2, device="cpu")
+        sample_level_sets(images, 2, 2, 2, None, device="cpu")
     with pytest.raises(ValueError, match="augment_fn must return"):
-        sample_level_sets(images, lambda x, g: x, 2, 2, 2, device="cpu")
+        sample_level_sets(images, 2, 2, 2, lambda x, g: x, device="cpu")

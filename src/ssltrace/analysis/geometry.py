@@ -46,10 +46,10 @@ register_analysis(
 
 def sample_level_sets(
     images_uint8: np.ndarray | torch.Tensor,
-    augment_fn: AugmentFn,
     n_images: int = 500,
     k_train: int = 100,
     k_test: int = 20,
+    augment_fn: AugmentFn | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     batch_size: int = 4096,
@@ -58,7 +58,7 @@ def sample_level_sets(
 
     Args:
         images_uint8: uint8 [M, 32, 32, 3] candidate source images (HWC, as stored).
-        augment_fn: callable (uint8 [B, 32, 32, 3] tensor on `device`, torch.Generator on
+        augment_fn: required; callable (uint8 [B, 32, 32, 3] tensor on `device`, torch.Generator on
             `device`) -> float [B, 3, H, W], e.g. an `ssltrace.augment.Augmenter`; it must
             draw all its randomness from the generator so the sets are reproducible.
         n_images: N source images, drawn without replacement (seeded).
@@ -109,8 +109,8 @@ def ncc_accuracy(
     test label must be a training class. Distances are Euclidean; ties go to the class
     with the smaller label.
     """
-    train_x = check_features(train_feats, "train_feats")
-    test_x = check_features(test_feats, "test_feats")
+    train_x = check_features(train_feats, "train_feats", np.float64)
+    test_x = check_features(test_feats, "test_feats", np.float64)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(
             f"train_feats and test_feats must have the same number of features: "
@@ -172,8 +172,8 @@ def geometry_metrics(
     unknown = [p for p in probes if p not in PROBE_KINDS]
     if unknown or isinstance(probes, str):
         raise ValueError(f"probes must be a sequence drawn from {PROBE_KINDS}, got {probes!r}")
-    train_x = check_features(train_x, "train_x")
-    test_x = check_features(test_x, "test_x")
+    train_x = check_features(train_x, "train_x", np.float64)
+    test_x = check_features(test_x, "test_x", np.float64)
     train_y = check_labels(train_y, "train_y", train_x.shape[0])
     test_y = check_labels(test_y, "test_y", test_x.shape[0])
     dev = resolve_device(device)
@@ -196,7 +196,7 @@ def geometry_metrics(
 
 def _moments(feats, labels, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Class means [C, d] and total variances [C] (float64), checking there are >= 2 classes."""
-    x = check_features(feats, "feats")
+    x = check_features(feats, "feats", np.float64)
     labels = check_labels(labels, "labels", x.shape[0])
     _, codes = np.unique(labels, return_inverse=True)
     n_classes = int(codes.max()) + 1
