@@ -3,10 +3,13 @@
 Default size is the seed-000 scale: 50 classes × 600 samples × 512 dims, 100 trials, 5 shots.
 The loop would take minutes at that size, so it runs a few trials and its time is
 extrapolated linearly to all trials (its cost is the same for every trial); the printout
-says so. Both versions are also run on the same few trials and must agree.
+says so. Also timed: the plain float64 vectorised version the fast path (float32 scores,
+float64 recheck of the rows float32 could decide wrongly) replaced; the fast result must equal
+it exactly, and the loop's on the same few trials.
 
-    python benchmarks/bench_fewshot.py            # full size
-    python benchmarks/bench_fewshot.py --quick    # small, a few seconds
+    python benchmarks/bench_fewshot.py                # full size
+    python benchmarks/bench_fewshot.py --threads 1    # torch threads (default: torch's)
+    python benchmarks/bench_fewshot.py --quick        # small, a few seconds
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import time
 import numpy as np
 import torch
 
+from ssltrace.analysis import fewshot
 from ssltrace.analysis.fewshot import (
+    draw_shots,
     mean_offdiagonal,
     pairwise_prototype_errors,
     pairwise_prototype_errors_loop,
@@ -52,7 +57,10 @@ def main() -> None:
     parser.add_argument("--loop-trials", type=int, help="trials the loop runs (default 2)")
     parser.add_argument("--distance", default="sqeuclidean", choices=["sqeuclidean", "cosine"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = (10, 100, 64, 20) if args.quick else (50, 600, 512, 100)
     n_classes = args.classes or size[0]
     per_class = args.per_class or size[1]
@@ -73,7 +81,23 @@ def main() -> None:
     fast, fast_s = timed(
         pairwise_prototype_errors, features, labels, trials=trials, device=device, **common
     )
-    print(f"vectorised, {trials} trials:            {fast_s:9.3f} s")
+    plan = draw_shots(labels, args.shots, trials, seed=0)
+    x = torch.as_tensor(features)
+    stats = {}
+    fewshot._mean_over_tests(x, plan, args.distance, device, "sign", stats=stats)
+    print(
+        f"vectorised (float32 + recheck), {trials} trials: {fast_s:9.3f} s  "
+        f"(rows rechecked in float64: {stats['rechecked']} of {stats['rows']}, "
+        f"{stats['rechecked'] / stats['rows']:.2%})"
+    )
+    reference, reference_s = timed(
+        fewshot._float64_reference, x, plan, args.distance, "sign", device
+    )
+    print(
+        f"vectorised float64 (previous), {trials} trials: {reference_s:9.3f} s  "
+        f"(identical result: {np.array_equal(fast, reference)}; "
+        f"fast path {reference_s / fast_s:.2f}× faster)"
+    )
 
     slow, loop_s = timed(
         pairwise_prototype_errors_loop, features, labels, trials=loop_trials, **common

@@ -114,10 +114,107 @@ def test_vectorised_equals_per_pair_loop(distance, max_per_class):
 def test_batches_of_trials_give_the_same_result(monkeypatch):
     features, labels = _random_classes(seed=1)
     whole = pairwise_prototype_errors(features, labels, 2, 11, device="cpu")
+    confusion = prototype_confusion(features, labels, 2, 11, device="cpu")
     monkeypatch.setattr(fewshot, "_BATCH_ELEMENTS", 1)  # one trial per batch
-    np.testing.assert_allclose(
-        pairwise_prototype_errors(features, labels, 2, 11, device="cpu"), whole, atol=1e-15
+    monkeypatch.setattr(fewshot, "_BLOCK_ELEMENTS", 1)  # one sample per block
+    monkeypatch.setattr(fewshot, "_CHUNK_ELEMENTS", 1)  # one sample per chunk
+    np.testing.assert_array_equal(pairwise_prototype_errors(features, labels, 2, 11), whole)
+    np.testing.assert_array_equal(prototype_confusion(features, labels, 2, 11), confusion)
+
+
+# --- float32 scores with float64 recheck vs float64 throughout ------------------------------
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("rule", ["sign", "nearest"])
+def test_fast_path_equals_float64_reference_exactly(distance, rule):
+    features, labels = _random_classes(seed=5, sizes=(30, 41, 25, 33), dim=40)
+    features[::7] *= 1e3  # norms spread over three decades
+    order = np.random.default_rng(0).permutation(len(labels))  # classes not contiguous
+    features, labels = features[order], labels[order]
+    plan = draw_shots(labels, shots=3, trials=12, max_per_class=35, seed=2)
+    x = torch.from_numpy(features)
+    fast = fewshot._mean_over_tests(x, plan, distance, "cpu", rule)
+    reference = fewshot._float64_mean_over_tests(x, plan, distance, "cpu", rule)
+    np.testing.assert_array_equal(fast, reference)
+
+
+def _near_tie_plan(distance: str, seed: int = 0):
+    """Classes A, B, C whose prototypes are fixed (identical shots): A at p_a, B at p_b, C at
+    p_a as well (a duplicated prototype). Every test sample lies 1e-9 off the set of points
+    equidistant from p_a and p_b, on a random side for A and C and on A's side for B: float64
+    tells the sides apart, float32 cannot. Returns features, plan and the error matrix implied
+    by the sides."""
+    rng = np.random.default_rng(seed)
+    dim, tests = 16, 100
+    p_a = rng.normal(size=dim) + 3.0  # offset from the origin, as post-ReLU features are
+    p_b = p_a + rng.normal(size=dim)
+    if distance == "sqeuclidean":
+        normal, through = p_b - p_a, (p_a + p_b) / 2
+    else:  # equal angles: orthogonal to the difference of the unit vectors
+        normal = p_b / np.linalg.norm(p_b) - p_a / np.linalg.norm(p_a)
+        through = np.zeros(dim)
+    normal /= np.linalg.norm(normal)
+    toward_b = rng.integers(0, 2, size=(3, tests)).astype(bool)
+    toward_b[1] = False  # all B samples nearer A (and C): E[B, A] = E[B, C] = 1
+    blocks = []
+    for side in toward_b:
+        w = rng.normal(size=(tests, dim))
+        on_set = through + w - np.outer(w @ normal, normal)
+        blocks.append(on_set + 1e-9 * np.where(side, 1.0, -1.0)[:, None] * normal)
+    features = np.concatenate(
+        [
+            np.stack([p_a, p_a]),
+            blocks[0],
+            np.stack([p_b, p_b]),
+            blocks[1],
+            np.stack([p_a, p_a]),
+            blocks[2],
+        ]
     )
+    size = tests + 2
+    plan = ShotPlan(
+        classes=np.array([0, 1, 2]),
+        rows=np.arange(3 * size),
+        class_index=np.repeat([0, 1, 2], size),
+        shots=np.array([[[0, 1], [size, size + 1], [2 * size, 2 * size + 1]]] * 2),
+    )
+    a_to_b, b_to_a, c_to_b = toward_b[0].mean(), 1 - toward_b[1].mean(), toward_b[2].mean()
+    # A vs C and C vs A: identical prototypes, every comparison a tie (half an error);
+    # B vs C is B vs A, since C's prototype is A's.
+    expected = np.array([[0, a_to_b, 0.5], [b_to_a, 0, b_to_a], [0.5, c_to_b, 0]])
+    return features, plan, expected
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "cosine"])
+def test_near_ties_are_rechecked_in_float64(distance):
+    features, plan, expected = _near_tie_plan(distance)
+    x = torch.from_numpy(features)
+    stats = {}
+    fast = fewshot._errors_from_signs(
+        fewshot._mean_over_tests(x, plan, distance, "cpu", "sign", stats=stats)
+    )
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(fast, fewshot._float64_reference(x, plan, distance, "sign"))
+    assert stats == {"rows": 2 * 300, "rechecked": 2 * 300}  # every test sample, both trials
+    # float32 alone cannot see the side (1e-9 is below its resolution): trusting it (bound 0,
+    # only exact float32 ties rechecked) puts many B samples on the wrong side
+    trusting = fewshot._mean_over_tests(x, plan, distance, "cpu", "sign", tolerance=0.0)
+    assert expected[1, 0] == 1.0 and fewshot._errors_from_signs(trusting)[1, 0] < 0.9
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "cosine"])
+def test_near_ties_nearest_prototype_is_exact(distance):
+    features, plan, expected = _near_tie_plan(distance, seed=1)
+    x = torch.from_numpy(features)
+    confusion = confusion_for_plan(features, plan, distance, device="cpu")
+    np.testing.assert_array_equal(
+        confusion, fewshot._float64_reference(x, plan, distance, "nearest")
+    )
+    # A samples: nearer B (toward_b), else a two-way tie between A and its duplicate C
+    a_to_b = expected[0, 1]
+    np.testing.assert_allclose(confusion[0], [(1 - a_to_b) / 2, a_to_b, (1 - a_to_b) / 2])
+    np.testing.assert_allclose(confusion.sum(axis=1), 1.0, atol=1e-15)
 
 
 def test_confusion_matches_sklearn_nearest_centroid_on_the_same_shots():
