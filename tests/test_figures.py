@@ -387,19 +387,29 @@ def test_error_matrices_show_seed_mean_grouped_by_coarse_class(study, tmp_path, 
 
 
 def test_dendrogram_leaves_and_pure_links_take_the_coarse_colour(study, tmp_path, captured):
+    from matplotlib.collections import PathCollection
     from matplotlib.colors import to_hex
 
     inputs = figure_inputs(study, "dendrograms")
     draw("dendrograms", inputs, tmp_path, methods=["simclr"])
     ax = captured[0].axes[0]
     meta = io.load_npz(inputs["clusters:simclr:0"])
-    palette = style.coarse_palette(len(COARSE))
+    palette = [p.lower() for p in style.coarse_palette(len(COARSE))]
     names = list(meta["class_names"])
-    for tick in ax.get_yticklabels():
-        coarse = meta["class_coarse"][names.index(tick.get_text())]
-        assert to_hex(tick.get_color()) == palette[coarse].lower()
-    link_colours = {to_hex(c) for coll in ax.collections for c in coll.get_colors()}
-    assert link_colours & {p.lower() for p in palette}, "no link coloured by a coarse class"
+    leaves = [names.index(tick.get_text()) for tick in ax.get_yticklabels()]
+    markers = next(c for c in ax.collections if isinstance(c, PathCollection))
+    # One marker per leaf, bottom to top like the labels, in the leaf's coarse colour.
+    assert [to_hex(c) for c in markers.get_facecolors()] == [
+        palette[meta["class_coarse"][leaf]] for leaf in leaves
+    ]
+    link_colours = {
+        to_hex(c)
+        for coll in ax.collections
+        if not isinstance(coll, PathCollection)
+        for c in coll.get_colors()
+    }
+    assert link_colours & set(palette), "no link coloured by a coarse class"
+    assert link_colours <= set(palette) | {to_hex("0.55")}, "links in other colours"
 
 
 def test_best_layer_is_the_highest_seed_mean(study):
@@ -472,3 +482,23 @@ def test_layer_choices_default_to_early_middle_and_backbone_output():
     assert readers.matrix_layers({}, LAYERS) == ["layer1", "layer3", "pool"]
     assert readers.layer_order({"layer_order": LAYERS}, sorted(LAYERS)) == LAYERS
     assert readers.chosen_epochs({}, range(0, 11)) == [0, 3, 7, 10]
+
+
+def test_human_panel_is_the_seed_mean_at_the_best_spearman_layer(study, tmp_path, captured):
+    inputs = figure_inputs(study, "human_confusion")
+    draw("human_confusion", inputs, tmp_path, methods=["byol"])
+    human_ax, byol_ax = (ax for ax in captured[0].axes if ax.get_images())
+    table = pd.read_csv(inputs["table"], sep="\t")
+    rows = table[
+        (table.metric == "human_spearman_offdiag") & (table.method == "byol") & (table.epoch == 4)
+    ]
+    best = rows.groupby("layer")["value"].mean().idxmax()
+    runs = [io.load_npz(inputs[f"confusion:byol:{s}"]) for s in (0, 1)]
+    expected = np.mean([r["confusion"][-1, LAYERS.index(best)] for r in runs], axis=0)
+    np.fill_diagonal(expected, np.nan)
+    shown = np.ma.filled(byol_ax.get_images()[0].get_array(), np.nan)
+    np.testing.assert_allclose(shown, expected)
+    human = runs[0]["human"].copy()
+    np.fill_diagonal(human, np.nan)
+    np.testing.assert_allclose(np.ma.filled(human_ax.get_images()[0].get_array(), np.nan), human)
+    assert byol_ax.get_title().startswith(f"byol · {best}")

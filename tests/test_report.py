@@ -9,6 +9,7 @@ size; the last image stays on screen for a screenshot.
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import json
 import re
 import shutil
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from ssltrace.figures import FIGURES
-from tests.test_workflow import ci_study, snakemake  # noqa: F401  (module-scoped CI DAG run)
+from tests.conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -48,24 +49,33 @@ CHROMIUM_FLAGS = [
 CHECK_SCRIPT = """
 <script>
 (async function () {
-  function shown(uri) {
+  function until(condition) {
     return new Promise(function (resolve) {
       var start = performance.now();
       (function poll() {
-        var img = Array.from(document.images).find(function (i) { return i.src === uri; });
-        if (img && img.complete) {
-          return resolve({width: img.naturalWidth, height: img.naturalHeight});
-        }
-        if (performance.now() - start > 20000) { return resolve({width: 0, height: 0}); }
+        var value = condition();
+        if (value || performance.now() - start > 20000) { return resolve(value); }
         setTimeout(poll, 50);
       })();
     });
   }
   var out = {};
-  for (var path of Object.keys(results)) {
-    if (!results[path].mime_type.startsWith("image/")) { continue; }
-    app.setView({content: "img", contentPath: results[path].data_uri, resultPath: path});
-    out[path] = await shown(results[path].data_uri);
+  try {
+    // React renders asynchronously: the global `app` exists once the App has mounted.
+    await until(function () { return typeof app !== "undefined" && app; });
+    for (var path of Object.keys(results)) {
+      if (!results[path].mime_type.startsWith("image/")) { continue; }
+      var uri = results[path].data_uri;
+      app.setView({content: "img", contentPath: uri, resultPath: path});
+      var img = await until(function () {
+        return Array.from(document.images).find(function (i) {
+          return i.src === uri && i.complete;
+        });
+      });
+      out[path] = img ? {width: img.naturalWidth, height: img.naturalHeight} : null;
+    }
+  } catch (error) {
+    out = {error: String(error)};
   }
   var pre = document.createElement("pre");
   pre.id = "ssltrace-check";
@@ -78,7 +88,7 @@ CHECK_SCRIPT = """
 
 def report_data(html: str, name: str):
     """The JSON assigned to `var <name> = ...;` in the report's script blocks."""
-    match = re.search(rf"var {name} = (.*?);\n", html)
+    match = re.search(rf'<script id="{name}">\s*var {name} = (.*?);\n', html, re.S)
     assert match, f"report has no `var {name}`"
     return json.loads(match.group(1))
 
@@ -101,12 +111,14 @@ def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def report(ci_study, tmp_path_factory):  # noqa: F811
-    root, work, _cfg = ci_study
-    path = work / "report.html"
-    snakemake(root, work, "--report", str(path))
+def report(ci_study, tmp_path_factory):
+    """The report of the session's CI study (the `ci_study` fixture of conftest.py)."""
+    _root, work, _cfg = ci_study
+    out = tmp_path_factory.mktemp("report")
+    path = out / "report.html"  # outside the shared study, which tests must not change
+    run_snakemake(work, "--report", str(path), "--nolock")
     html = path.read_text(encoding="utf-8")
-    check = tmp_path_factory.mktemp("report_check") / "check.html"
+    check = out / "check.html"
     head, _, tail = html.rpartition("</body>")
     check.write_text(head + CHECK_SCRIPT + "</body>" + tail, encoding="utf-8")
     return work, html, check
@@ -122,11 +134,12 @@ def test_report_is_one_selfcontained_html_with_every_figure(report):
         entry = by_name.get(png.name)
         assert entry, f"{png.name} is not in the report"
         assert entry["mime_type"] == "image/png"
-        prefix = "data:image/png;base64,"
-        assert entry["data_uri"].startswith(prefix), "figure is not embedded"
-        assert base64.b64decode(entry["data_uri"][len(prefix) :]) == png.read_bytes()
-        caption = re.sub(r"<[^>]+>", " ", entry["caption"])
-        assert "seed paper" in caption or "Not a paper figure" in caption, png.name
+        header, _, payload = entry["data_uri"].partition(",")
+        assert header.startswith("data:image/png;") and header.endswith(";base64"), header
+        assert base64.b64decode(payload) == png.read_bytes(), f"{png.name} embedded differently"
+        caption = " ".join(re.sub(r"<[^>]+>", " ", entry["caption"]).split())
+        # Each caption names the paper figure it reproduces (or says it is none).
+        assert re.search(r"seed paper 00\d", caption) or "Not a paper figure" in caption, png.name
         assert len(caption.split()) > 25, f"{png.name}: caption too short"
     categories = report_data(html, "categories")
     assert set(categories) == CATEGORIES
@@ -139,7 +152,7 @@ def test_every_report_image_loads_in_chromium(report, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", check.as_uri()).stdout
     match = re.search(r'<pre id="ssltrace-check">(.*?)</pre>', dom, re.S)
     assert match, "the check script did not finish"
-    loaded = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    loaded = json.loads(html_lib.unescape(match.group(1)))
     images = {p for p, r in results.items() if r["mime_type"].startswith("image/")}
     assert set(loaded) == images and len(images) == len(FIGURES.names())
     for path, size in loaded.items():
@@ -153,8 +166,11 @@ def test_report_screenshot_is_not_blank(report, tmp_path):
     _, _, check = report
     shot = tmp_path / "report.png"
     chromium(tmp_path, f"--screenshot={shot}", check.as_uri())
-    pixels = matplotlib.image.imread(shot)[..., :3]
-    flat = pixels.reshape(-1, 3)
-    colours, counts = np.unique((flat * 255).astype(np.uint8), axis=0, return_counts=True)
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).astype(np.uint8)
+    colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
     assert len(colours) > 100, "screenshot has almost no colours"
     assert counts.max() / counts.sum() < 0.9, "screenshot is one flat colour"
+    # The viewer right of the navigation bar shows the last figure: it must not be empty.
+    content = pixels[:, pixels.shape[1] // 3 :]
+    drawn = int((content < 240).any(axis=-1).sum())
+    assert drawn > 2000, f"only {drawn} pixels drawn where the figure should be"

@@ -228,8 +228,33 @@ def _check_semantics(cfg: dict) -> None:
     _check_architecture_and_layers(cfg)
     _check_probe_sizes(cfg)
     _check_augment(cfg)
+    _check_figures(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
+
+
+def _check_figures(cfg: dict) -> None:
+    fig, layers = cfg["figures"], None
+    for key in ("matrix_layers", "early_layer", "deep_layer"):
+        names = fig[key] if isinstance(fig[key], list) else [fig[key]]
+        for name in (n for n in names if n is not None):
+            layers = layers or analysed_layers(cfg)
+            if name not in layers:
+                raise ConfigError(
+                    f"config key 'figures.{key}': {name!r} is not an extracted layer; "
+                    f"expected one of {', '.join(layers)}"
+                )
+    for name in fig["methods"] or []:
+        if name not in cfg["methods"]:
+            raise ConfigError(
+                f"config key 'figures.methods': {name!r} is not a method of this study "
+                f"({', '.join(cfg['methods'])})"
+            )
+    if fig["linear_probe"] not in cfg["geometry"]["probes"]:
+        raise ConfigError(
+            f"config key 'figures.linear_probe' = {fig['linear_probe']!r}: not computed; "
+            f"geometry.probes is {cfg['geometry']['probes']}"
+        )
 
 
 def _check_paths(cfg: dict) -> None:

@@ -1,5 +1,7 @@
 # Config validation, paths and input functions; stage files hold only rules.
 import json
+import os
+import shlex
 
 from snakemake.utils import validate
 
@@ -113,3 +115,63 @@ def get_final_output():
     tables = [f"{R}/tables/{name}.tsv" for name in ANALYSES]
     logs = per_run("{R}/runs/{method}/seed{seed}/train_log.tsv")
     return figures + tables + logs
+
+
+# Helpers of the figure rules (workflow/rules/figures.smk).
+SEED000 = "Seed 000: few-shot structure and human errors"
+SEED001 = "Seed 001: representational trajectories"
+SEED004 = "Seed 004: clustering geometry"
+TRAINING = "Training"
+
+# Stems of every figure rule below, for get_final_output().
+FIGURE_STEMS = []
+
+
+def figure_outputs(stem, caption, category):
+    """{fmt: path} for every configured format, the viewable one wrapped in report()."""
+    formats = CFG["figures"]["formats"]
+    shown = next((f for f in ("png", "svg") if f in formats), formats[0])
+    FIGURE_STEMS.append(stem)
+    outputs = {}
+    for fmt in formats:
+        path = f"{R}/figures/{stem}.{fmt}"
+        if fmt == shown:
+            path = report(path, caption=f"../report/{caption}", category=category)
+        outputs[fmt] = path
+    return outputs
+
+
+def figure_runs(role, pattern):
+    """Inputs named ROLE:METHOD:SEED, one per run (see ssltrace.figures.readers)."""
+    return {
+        f"{role}:{method}:{seed}": pattern.format(R=R, method=method, seed=seed)
+        for method in METHODS
+        for seed in SEEDS
+    }
+
+
+def figure_args(wildcards, input):
+    """`--input ROLE=PATH` for every named input of the rule."""
+    return " ".join(
+        f"--input {shlex.quote(f'{role}={path}')}" for role, path in input.items()
+    )
+
+
+def figure_stem(wildcards, output):
+    """Output path without its format extension (every output shares it)."""
+    return os.path.splitext(output[0])[0]
+
+
+# Study tables sort layers alphabetically; figures draw them input -> output.
+FIGURE_LAYERS = sslconfig.analysed_layers(CFG)
+
+
+def figure_settings(**extra):
+    """The `figures` config plus the layer order and any analysis setting a figure labels."""
+    return as_json({**CFG["figures"], "layer_order": FIGURE_LAYERS, **extra})
+
+
+FIGURE_SHELL = (
+    "ssltrace figure --name {params.name} {params.inputs} --stem {params.stem:q} "
+    "--settings {params.settings:q} > {log:q} 2>&1"
+)

@@ -2,62 +2,6 @@
 # style change (the `figures` config section, a param of these rules alone) reruns figures and
 # nothing else. Each figure is `{R}/figures/<paper>/<name>.<fmt>`; the first browser-viewable
 # format goes into the Snakemake report, under one category per seed paper.
-import shlex
-
-SEED000 = "Seed 000: few-shot structure and human errors"
-SEED001 = "Seed 001: representational trajectories"
-SEED004 = "Seed 004: clustering geometry"
-TRAINING = "Training"
-
-# Stems of every figure rule below, for get_final_output().
-FIGURE_STEMS = []
-
-
-def figure_outputs(stem, caption, category):
-    """{fmt: path} for every configured format, the viewable one wrapped in report()."""
-    formats = CFG["figures"]["formats"]
-    shown = next((f for f in ("png", "svg") if f in formats), formats[0])
-    FIGURE_STEMS.append(stem)
-    outputs = {}
-    for fmt in formats:
-        path = f"{R}/figures/{stem}.{fmt}"
-        if fmt == shown:
-            path = report(path, caption=f"../report/{caption}", category=category)
-        outputs[fmt] = path
-    return outputs
-
-
-def figure_runs(role, pattern):
-    """Inputs named ROLE:METHOD:SEED, one per run (see ssltrace.figures.readers)."""
-    return {
-        f"{role}:{method}:{seed}": pattern.format(R=R, method=method, seed=seed)
-        for method in METHODS
-        for seed in SEEDS
-    }
-
-
-def figure_args(wildcards, input):
-    """`--input ROLE=PATH` for every named input of the rule."""
-    return " ".join(
-        "--input " + shlex.quote(f"{role}={path}") for role, path in input.items()
-    )
-
-
-# Study tables sort layers alphabetically; figures draw them input -> output.
-FIGURE_LAYERS = sslconfig.analysed_layers(CFG)
-
-
-def figure_settings(**extra):
-    """The `figures` config plus the layer order and any analysis setting a figure labels."""
-    return as_json({**CFG["figures"], "layer_order": FIGURE_LAYERS, **extra})
-
-
-FIGURE_SHELL = (
-    "ssltrace figure --name {params.name} {params.inputs} --stem {params.stem:q} "
-    "--settings {params.settings:q} > {log:q} 2>&1"
-)
-
-
 rule figure_fewshot_error_matrices:
     input:
         **figure_runs("errors", "{R}/metrics/fewshot/{method}/seed{seed}_errors.npz"),
@@ -77,7 +21,7 @@ rule figure_fewshot_error_matrices:
     params:
         name="fewshot_error_matrices",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig04_fewshot_error_matrices",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -102,7 +46,7 @@ rule figure_fewshot_error_vs_layer:
     params:
         name="fewshot_error_vs_layer",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig05_fewshot_error_vs_layer",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -128,7 +72,7 @@ rule figure_dendrograms:
     params:
         name="dendrograms",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig06_dendrograms",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -154,7 +98,7 @@ rule figure_correspondence:
     params:
         name="correspondence",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig07_correspondence",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -177,7 +121,7 @@ rule figure_mi_vs_layer:
     params:
         name="mi_vs_layer",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig08_mi_vs_layer",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -205,7 +149,7 @@ rule figure_human_confusion:
     params:
         name="human_confusion",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig09_human_confusion",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -230,7 +174,7 @@ rule figure_spearman_vs_layer:
     params:
         name="spearman_vs_layer",
         inputs=figure_args,
-        stem=f"{R}/figures/seed000/fig10_spearman_vs_layer",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -253,7 +197,7 @@ rule figure_rdm_stability:
     params:
         name="rdm_stability",
         inputs=figure_args,
-        stem=f"{R}/figures/seed001/fig01_rdm_stability",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -278,7 +222,7 @@ rule figure_category_dissimilarity:
     params:
         name="category_dissimilarity",
         inputs=figure_args,
-        stem=f"{R}/figures/seed001/fig02_category_dissimilarity",
+        stem=figure_stem,
         settings=figure_settings(rdm_metric=CFG["trajectory"]["rdm_metric"]),
     shell:
         FIGURE_SHELL
@@ -299,7 +243,7 @@ rule figure_rdm_snapshots:
     params:
         name="rdm_snapshots",
         inputs=figure_args,
-        stem=f"{R}/figures/seed001/rdm_snapshots",
+        stem=figure_stem,
         settings=figure_settings(rdm_metric=CFG["trajectory"]["rdm_metric"]),
     shell:
         FIGURE_SHELL
@@ -324,7 +268,7 @@ rule figure_geometry_accuracy:
     params:
         name="geometry_accuracy",
         inputs=figure_args,
-        stem=f"{R}/figures/seed004/fig02_geometry_accuracy",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -350,7 +294,7 @@ rule figure_loss_and_accuracy:
     params:
         name="loss_and_accuracy",
         inputs=figure_args,
-        stem=f"{R}/figures/seed004/fig03_loss_and_accuracy",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -375,7 +319,7 @@ rule figure_geometry_layers:
     params:
         name="geometry_layers",
         inputs=figure_args,
-        stem=f"{R}/figures/seed004/fig05_geometry_layers",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -396,7 +340,7 @@ rule figure_cdnv_vs_epoch:
     params:
         name="cdnv_vs_epoch",
         inputs=figure_args,
-        stem=f"{R}/figures/seed004/cdnv_vs_epoch",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL
@@ -417,7 +361,7 @@ rule figure_training_curves:
     params:
         name="training_curves",
         inputs=figure_args,
-        stem=f"{R}/figures/training/training_curves",
+        stem=figure_stem,
         settings=figure_settings(),
     shell:
         FIGURE_SHELL

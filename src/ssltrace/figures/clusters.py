@@ -42,7 +42,7 @@ def dendrograms(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     fig, axes = plt.subplots(
         1,
         len(methods),
-        figsize=(2.6 * len(methods) + 1.5, max(3.0, 0.16 * n_classes + 1.2)),
+        figsize=(3.2 * len(methods) + 1.5, max(3.0, 0.16 * n_classes + 1.4)),
         squeeze=False,
         constrained_layout=True,
     )
@@ -53,8 +53,9 @@ def dendrograms(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         layer = best.loc[method, "layer"]
         mi = best.loc[method, "mean"]
         ax.set_title(
-            f"{method} · {layer}\nMI {mi:.2f} bits, seed {seed}, epoch {epoch}",
+            f"{method} · {layer}\nMI {mi:.2f} bits (seed mean)\nseed {seed}, epoch {epoch}",
             color=colours[method],
+            fontsize=8,
         )
         ax.set_xlabel("Dissimilarity\n(1 − symmetrised pairwise error)")
     names = meta["coarse_names"]
@@ -88,7 +89,9 @@ def _first_seed_linkage(runs: dict, method: str, layer: str):
 
 
 def _dendrogram(ax, linkage: np.ndarray, meta: dict) -> None:
-    """Leaves coloured by coarse class; a link takes that colour when all its leaves share it."""
+    """A marker in the coarse colour beside each leaf; a link takes that colour when all its
+    leaves share it (grey otherwise)."""
+    from matplotlib.transforms import blended_transform_factory
     from scipy.cluster import hierarchy
 
     coarse = meta["class_coarse"]
@@ -110,9 +113,18 @@ def _dendrogram(ax, linkage: np.ndarray, meta: dict) -> None:
         leaf_font_size=7 if n <= 30 else 5,
         ax=ax,
     )
-    for tick, leaf in zip(ax.get_yticklabels(), tree["leaves"], strict=True):
-        tick.set_color(style.text_colour(colours[coarse[leaf]]))
-    ax.tick_params(axis="y", length=0)
+    # scipy places leaf i of the drawing order at y = 10 i + 5.
+    leaf_y = 10 * np.arange(n) + 5
+    ax.scatter(
+        np.full(n, -0.03),
+        leaf_y,
+        c=[colours[coarse[leaf]] for leaf in tree["leaves"]],
+        marker="s",
+        s=18,
+        transform=blended_transform_factory(ax.transAxes, ax.transData),
+        clip_on=False,
+    )
+    ax.tick_params(axis="y", length=0, pad=10)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
 
@@ -145,7 +157,7 @@ def correspondence(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     fig, axes = plt.subplots(
         1,
         len(methods),
-        figsize=(size * len(methods) + 1.0, size + 0.6),
+        figsize=(size * len(methods) + 1.0, size + 1.3),
         squeeze=False,
         constrained_layout=True,
     )
@@ -155,22 +167,19 @@ def correspondence(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         image = matrixplot.heatmap(ax, matrix, 0.0, vmax)
         _annotate(ax, matrix, vmax)
         names = [str(n) for n in meta["coarse_names"]]
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        matrixplot.group_ticks(ax, np.arange(len(names)), names, y=False, separators=False)
         ax.set_yticks(
             range(matrix.shape[0]), [f"cluster {i + 1}" for i in range(matrix.shape[0])], fontsize=7
         )
-        for tick, colour in zip(
-            ax.get_xticklabels(), style.coarse_palette(len(names)), strict=True
-        ):
-            tick.set_color(style.text_colour(colour))
         ax.set_xlabel("Coarse class")
         ax.set_title(
             f"{method} · {best.loc[method, 'layer']}\nepoch {epoch}, {n_seeds} seed(s)",
             color=colours[method],
+            fontsize=8,
         )
     axes[0, 0].set_ylabel("Cluster (matched to a coarse class)")
-    bar = fig.colorbar(image, ax=axes, shrink=0.8)
-    bar.set_label("Fine classes in cluster (count; mean over seeds)")
+    bar = fig.colorbar(image, ax=axes, shrink=0.7)
+    bar.set_label("Fine classes in cluster\n(count, mean over seeds)")
     fig.suptitle("Clusters vs coarse classes at the best layer (seed 000 Fig. 7)")
     return style.save(fig, stem, *readers.formats(settings))
 

@@ -87,6 +87,9 @@ def geometry_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 def cdnv_vs_epoch(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 004: class-distance normalised variance vs epoch per level (log scale).
 
+    CDNV spans orders of magnitude, so seeds are summarised in log space: the line is the
+    geometric mean, the band ×/÷ the geometric SD.
+
     Input `table` (geometry.tsv, metric `cdnv`). Settings `deep_layer`.
     """
     import matplotlib.pyplot as plt
@@ -107,12 +110,13 @@ def cdnv_vs_epoch(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         constrained_layout=True,
     )
     for ax, level in zip(axes[0], levels, strict=True):
-        style.mean_sd_lines(ax, data[data["probe"] == level], "epoch", colours, marker=".")
+        rows = data[data["probe"] == level]
+        style.mean_sd_lines(ax, rows, "epoch", colours, marker=".", log=True)
         style.plain_log_axis(ax)
         ax.set_title(LEVEL_TITLES.get(level, level))
         style.epoch_axis(ax)
         sns.despine(ax=ax)
-    axes[0, 0].set_ylabel("CDNV (unitless, log scale)")
+    axes[0, 0].set_ylabel("CDNV (unitless, log scale)\ngeometric mean ×/÷ SD")
     style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")
     fig.suptitle(f"Class-distance normalised variance along training, {layer} (seed 004)")
     return style.save(fig, stem, *readers.formats(settings))

@@ -95,35 +95,63 @@ def _cmap_name(cmap: str) -> str:
 
 
 def group_ticks(
-    ax, groups: np.ndarray, names: Sequence[str], x: bool = True, y: bool = True
+    ax,
+    groups: np.ndarray,
+    names: Sequence[str],
+    x: bool = True,
+    y: bool = True,
+    separators: bool = True,
 ) -> None:
-    """Separators between consecutive groups and group names at their centres, in group colours.
+    """Group names at the centres of their rows/columns, with a strip in each group's colour.
 
-    `groups` [n] is the group index of each row/column in display order (contiguous runs).
+    `groups` [n] is the group index (into `names`) of each row/column in display order, in
+    contiguous runs; -1 marks items in no group. Strips carry the colour so the names can stay
+    black and legible whatever the colour; thin grey lines separate the groups.
     """
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import blended_transform_factory
+
     groups = np.asarray(groups)
     colours = style.coarse_palette(len(names))
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     ends = np.r_[starts[1:], len(groups)]
     centres = (starts + ends - 1) / 2
     labels = [str(names[g]) if g >= 0 else "other" for g in groups[starts]]
-    for boundary in starts[1:]:
-        if x:
-            ax.axvline(boundary - 0.5, color="white", lw=1.0)
-        if y:
-            ax.axhline(boundary - 0.5, color="white", lw=1.0)
     fontsize = 7 if len(starts) <= 10 else 5
-    for axis, show in ((ax.xaxis, x), (ax.yaxis, y)):
+    strip = (-0.05, 0.035)  # offset and width in axes fractions, outside the image
+    for show, axis, lines, transform in (
+        (x, ax.xaxis, ax.axvline, blended_transform_factory(ax.transData, ax.transAxes)),
+        (y, ax.yaxis, ax.axhline, blended_transform_factory(ax.transAxes, ax.transData)),
+    ):
+        if separators:
+            for boundary in starts[1:]:
+                lines(boundary - 0.5, color="0.55", lw=0.7)
         if not show:
             axis.set_ticks([])
             continue
         axis.set_ticks(centres, labels, fontsize=fontsize)
-        for tick, g in zip(axis.get_ticklabels(), groups[starts], strict=True):
-            tick.set_color(style.text_colour(colours[g]) if g >= 0 else "0.4")
+        for start, end, g in zip(starts, ends, groups[starts], strict=True):
+            span = (start - 0.5, end - start)
+            xy, size = (
+                ((span[0], strip[0]), (span[1], strip[1]))
+                if axis is ax.xaxis
+                else ((strip[0], span[0]), (strip[1], span[1]))
+            )
+            ax.add_patch(
+                Rectangle(
+                    xy,
+                    *size,
+                    transform=transform,
+                    clip_on=False,
+                    facecolor=colours[g] if g >= 0 else "0.8",
+                    edgecolor="white",
+                    linewidth=0.5,
+                )
+            )
     if x:
-        ax.tick_params(axis="x", rotation=90, length=0)
+        ax.tick_params(axis="x", rotation=90, length=0, pad=9)
     if y:
-        ax.tick_params(axis="y", length=0)
+        ax.tick_params(axis="y", length=0, pad=9)
 
 
 def shared_limits(matrices: Sequence[np.ndarray], robust: bool = False) -> tuple[float, float]:

@@ -35,19 +35,19 @@ METHOD_ORDER = [
     "untrained",
 ]
 
-# Paul Tol's "muted" scheme: distinguishable under the common colour-vision deficiencies and
-# distinct from the method colours, so coarse classes never read as methods. The pale sand
-# and cyan come last; text in them is darkened (`text_colour`).
+# Paul Tol's "muted" scheme, ordered so the first few are the most distinct: distinguishable
+# under the common colour-vision deficiencies and unlike the method colours, so coarse classes
+# never read as methods. Drawn as fills (strips, markers, branches), never as text.
 COARSE_COLOURS = [
     "#332288",
-    "#117733",
     "#CC6677",
+    "#117733",
+    "#DDCC77",
+    "#88CCEE",
     "#882255",
     "#44AA99",
     "#999933",
     "#AA4499",
-    "#88CCEE",
-    "#DDCC77",
     "#6699CC",
 ]
 
@@ -84,22 +84,12 @@ def coarse_palette(n: int) -> list[str]:
     return [matplotlib.colors.to_hex(c) for c in sns.color_palette("husl", n)]
 
 
-def text_colour(colour) -> tuple:
-    """`colour` darkened until text in it is legible on white (relative luminance <= 0.35)."""
-    rgb = np.array(matplotlib.colors.to_rgb(colour))
-    for _ in range(10):
-        if float(rgb @ [0.2126, 0.7152, 0.0722]) <= 0.35:
-            break
-        rgb = rgb * 0.8
-    return tuple(rgb)
-
-
 def shades(colour, n: int) -> list[tuple]:
     """n shades of one colour from light to dark, for ordered levels such as epochs."""
     rgb = np.array(matplotlib.colors.to_rgb(colour))
     if n == 1:
         return [tuple(rgb)]
-    light, dark = rgb + 0.6 * (1 - rgb), rgb * 0.6
+    light, dark = rgb + 0.45 * (1 - rgb), rgb * 0.6
     return [tuple(light + t * (dark - light)) for t in np.linspace(0, 1, n)]
 
 
@@ -124,17 +114,22 @@ def mean_sd_lines(
     label_of: dict | None = None,
     linestyle: str = "-",
     marker: str | None = None,
+    log: bool = False,
 ) -> None:
     """One mean line per `hue` value over `x`, with a ±1 SD band wherever >1 seed exists.
 
     `data` holds one row per (hue, seed, x) with a `value` column. `positions` maps categorical
     x values (layers) to plot positions. A series with a single x (an untrained run at epoch 0)
-    is drawn as a point with SD error bars instead of a line.
+    is drawn as a point with SD error bars instead of a line. `log=True` takes mean and SD of
+    log10(value) (geometric mean ×/÷ geometric SD) for quantities drawn on a log axis, where
+    mean − SD could fall below zero.
     """
     for key in colour_of:
         rows = data[data[hue] == key]
         if rows.empty:
             continue
+        if log:
+            rows = rows.assign(value=np.log10(rows["value"]))
         stats = summarise(rows, [x])
         xs = stats[x].map(positions) if positions is not None else stats[x]
         order = np.argsort(xs.to_numpy(), kind="stable")
@@ -143,8 +138,12 @@ def mean_sd_lines(
         several = stats["count"].to_numpy()[order] > 1
         colour = colour_of[key]
         label = (label_of or {}).get(key, key)
+        sd = np.where(several, sd, 0.0)
+        low, high = mean - sd, mean + sd
+        if log:
+            mean, low, high = 10**mean, 10**low, 10**high
         if len(xs) == 1:
-            err = sd if several.any() else None
+            err = [mean - low, high - mean] if several.any() else None
             ax.errorbar(
                 xs,
                 mean,
@@ -158,8 +157,7 @@ def mean_sd_lines(
             continue
         ax.plot(xs, mean, color=colour, linestyle=linestyle, marker=marker, label=label)
         if several.any():
-            sd = np.where(several, sd, 0.0)
-            ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=SD_ALPHA, linewidth=0)
+            ax.fill_between(xs, low, high, color=colour, alpha=SD_ALPHA, linewidth=0)
 
 
 def layer_axis(ax, layers: Sequence[str]) -> None:
@@ -175,11 +173,11 @@ def epoch_axis(ax, label: bool = True) -> None:
 
 
 def plain_log_axis(ax) -> None:
-    """Log-scaled y with plain numbers (0.3, not 3×10⁻¹) on major and minor ticks."""
+    """Log-scaled y with plain numbers (0.3, not 3×10⁻¹); minor ticks labelled only on short
+    ranges, where the decades alone would leave too few labels."""
     ax.set_yscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
     ax.tick_params(axis="y", which="minor", labelsize=6)
 
 

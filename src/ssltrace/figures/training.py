@@ -67,14 +67,14 @@ def training_curves(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         for _seed, run in rows.groupby("seed"):
             ax.plot(run["epoch"], run["value"], color=colours[method], lw=0.6, alpha=0.5)
         style.mean_sd_lines(ax, rows, "epoch", {method: colours[method]})
-        n_seeds = rows["seed"].nunique()
-        ax.set_title(f"{method} ({style.seeds_note(n_seeds)})", color=colours[method])
+        ax.set_title(method, color=colours[method])
         style.epoch_axis(ax)
         ax.set_ylabel("Training loss (objective units)")
         sns.despine(ax=ax)
     for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
-    fig.suptitle("Training curves: thin lines single seeds, bold mean ± SD")
+    n_seeds = int(data.groupby("method")["seed"].nunique().max())
+    fig.suptitle(f"Training curves: thin lines single seeds, bold {style.seeds_note(n_seeds)}")
     return style.save(fig, stem, *readers.formats(settings))
 
 
@@ -115,7 +115,6 @@ def loss_and_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             style.mean_sd_lines(left, rows, "epoch", colour, linestyle=ls, label_of={method: name})
         left.set_ylabel("Loss (objective units)")
         left.set_title(method, color=colours[method])
-        left.legend(frameon=False, fontsize=7)
         for level, ls in zip(levels, style.LINESTYLES, strict=False):
             rows = accuracy[(accuracy["method"] == method) & (accuracy["probe"] == level)]
             style.mean_sd_lines(
@@ -123,12 +122,29 @@ def loss_and_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             )
         right.set_ylabel(f"{PROBES[linear.removeprefix('linear_')]}\ntest accuracy (fraction)")
         right.set_title(f"{method} · {layer}", color=colours[method])
-        right.legend(title="label level", frameon=False, fontsize=7)
         for ax in (left, right):
             sns.despine(ax=ax)
     for r, row in enumerate(axes):
         for ax in row:
             style.epoch_axis(ax, label=r == len(axes) - 1)
+    # Line styles mean the same in every row: one key per column, under the bottom row.
+    for ax, title, names in (
+        (axes[-1, 0], "loss part", list(PARTS.values())),
+        (axes[-1, 1], "label level", levels),
+    ):
+        handles = [
+            plt.Line2D([], [], color="0.3", linestyle=ls, label=name)
+            for name, ls in zip(names, style.LINESTYLES, strict=False)
+        ]
+        ax.legend(
+            handles=handles,
+            title=title,
+            ncol=len(handles),
+            frameon=False,
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.3),
+        )
     n_seeds = int(logs.groupby("method")["seed"].nunique().max())
     fig.suptitle(f"Loss parts and linear accuracy, {style.seeds_note(n_seeds)} (seed 004 Fig. 3)")
     return style.save(fig, stem, *readers.formats(settings))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import seaborn as sns
 
 from ssltrace.figures import FIGURES, matrixplot, readers, style
@@ -148,7 +149,9 @@ def rdm_snapshots(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         )
         index = meta["layers"].tolist().index(layer)
         for epoch, (mean, n_seeds) in means.items():
-            panels[method, epoch] = (matrixplot.offdiagonal(mean[index]), n_seeds)
+            by_group = _group_order(meta["group_of_image"])
+            rdm = mean[index][np.ix_(by_group, by_group)]
+            panels[method, epoch] = (matrixplot.offdiagonal(rdm), n_seeds)
     vmin, vmax = matrixplot.shared_limits([p for p, _ in panels.values()], robust=True)
 
     style.setup()
@@ -183,10 +186,20 @@ def rdm_snapshots(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             matrix, n_seeds = panels[method, epoch]
             image = matrixplot.heatmap(ax, matrix, vmin, vmax)
             matrixplot.group_ticks(
-                ax, meta["group_of_image"], meta["groups"], x=r == lowest[epoch], y=c == 0
+                ax,
+                meta["group_of_image"][_group_order(meta["group_of_image"])],
+                meta["groups"],
+                x=r == lowest[epoch],
+                y=c == 0,
             )
             ax.set_title(f"{method} · epoch {epoch}", color=colours[method], fontsize=8)
     bar = fig.colorbar(image, ax=axes, shrink=0.6)
     bar.set_label(f"Dissimilarity ({rdm_units(settings)}; 2–98th pct. range)")
     fig.suptitle(f"RDMs of {layer} at selected epochs, mean over seeds (seed 001)")
     return style.save(fig, stem, *readers.formats(settings))
+
+
+def _group_order(group_of_image: np.ndarray) -> np.ndarray:
+    """Images group by group (the probe set is drawn that way; this keeps it so), ungrouped last."""
+    groups = np.asarray(group_of_image)
+    return np.argsort(np.where(groups < 0, groups.max() + 1, groups), kind="stable")
