@@ -161,7 +161,13 @@ def sample_probe(
     known = np.flatnonzero(np.isin(dataset["train_fine"], split["known_fine"]))
     augmenter = Augmenter(augment, "cpu")
     train, train_y, test, test_y = sample_level_sets(
-        dataset["train_images"][known], augmenter, n_images, k_train, k_test, seed, "cpu"
+        dataset["train_images"][known],
+        augment_fn=augmenter,
+        n_images=n_images,
+        k_train=k_train,
+        k_test=k_test,
+        seed=seed,
+        device="cpu",
     )
     mean = torch.tensor(augmenter.config.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(augmenter.config.std).reshape(1, 3, 1, 1)
