@@ -115,15 +115,22 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_extract(args) -> None:
-    from ssltrace.extract import extract_run
+    from ssltrace.extract import extract_many
 
     _threads(args)
     s = _settings(args.settings)
-    out_dir = Path(args.out_dir)
-    extract_run(
+    probes, outputs = {}, {}
+    for item in args.probe:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"ssltrace extract: --probe takes NAME=FILE, got {item!r}")
+        probes[name] = Path(path)
+        folder = Path(args.out_dir) / name
+        outputs[name] = [folder / epoch_file(e, ".npz") for e in args.epochs]
+    extract_many(
         _epoch_files(args.checkpoints_dir, args.epochs, ".pt"),
-        Path(args.probe),
-        [out_dir / epoch_file(e, ".npz") for e in args.epochs],
+        probes,
+        outputs,
         layers=s.get("layers"),
         pooling=s.get("pooling", "mean"),
         batch_size=s.get("batch_size", 1000),
@@ -329,10 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", required=True, help="JSON run settings")
 
     p = _add(sub, "extract", cmd_extract, "activations of every layer for each checkpoint")
-    p.add_argument("--probe", required=True)
+    p.add_argument(
+        "--probe", action="append", required=True, help="NAME=FILE of a probe set, repeatable"
+    )
     p.add_argument("--checkpoints-dir", required=True)
     p.add_argument("--epochs", nargs="+", type=int, required=True)
-    p.add_argument("--out-dir", required=True, help="one epoch_EEE.npz per epoch")
+    p.add_argument("--out-dir", required=True, help="writes OUT_DIR/NAME/epoch_EEE.npz")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--settings", default="{}", help="JSON {layers, pooling, batch_size, device}")
     p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")

@@ -86,6 +86,16 @@ def extract_run(
     checkpoints: Sequence[Path],
     probe_path: Path,
     outputs: Sequence[Path],
+    **options,
+) -> None:
+    """One probe set: `extract_many` with a single probe (outputs[i] for checkpoints[i])."""
+    extract_many(checkpoints, {"probe": probe_path}, {"probe": outputs}, **options)
+
+
+def extract_many(
+    checkpoints: Sequence[Path],
+    probes: dict[str, Path],
+    outputs: dict[str, Sequence[Path]],
     layers: Sequence[str] | None = None,
     pooling: str = "mean",
     batch_size: int = 1000,
@@ -95,14 +105,16 @@ def extract_run(
     keep_epochs: str | Sequence[int] = "all",
     log: Callable[[str], None] = print,
 ) -> None:
-    """Write one activations file per checkpoint (outputs[i] for checkpoints[i]).
+    """Activations of every probe set for each checkpoint; each checkpoint is loaded once.
 
-    With `cache_dir`, the activations of the epochs in `keep_epochs` ("all" or a list) are
-    also kept there under a key of checkpoint bytes, probe bytes and settings, so a rerun
-    (e.g. after extending training) links them instead of extracting again.
+    outputs[probe][i] receives probe `probe`'s activations of checkpoints[i]. With `cache_dir`,
+    the activations of the epochs in `keep_epochs` ("all" or a list) are also kept there under
+    a key of checkpoint bytes, probe bytes and settings, so a rerun (e.g. after extending
+    training) links them instead of extracting again.
     """
-    if len(checkpoints) != len(outputs):
-        raise ValueError(f"{len(checkpoints)} checkpoints but {len(outputs)} output paths")
+    for name, paths in outputs.items():
+        if len(paths) != len(checkpoints):
+            raise ValueError(f"{len(checkpoints)} checkpoints but {len(paths)} {name} outputs")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
     if dtype not in ("float32", "float16"):
@@ -110,36 +122,46 @@ def extract_run(
     for path in checkpoints:
         if not Path(path).exists():
             raise FileNotFoundError(f"checkpoint {path} is missing; was the run trained?")
-    probe = io.load_npz(probe_path)
+    data = {name: io.load_npz(path) for name, path in probes.items()}
+    settings = {
+        name: [store.file_digest(path), list(layers or []), pooling, dtype]
+        for name, path in probes.items()
+    }
     cache = EpochCache(cache_dir, "activations")
-    settings = [store.file_digest(probe_path), list(layers or []), pooling, dtype]
     dev = resolve_device(device)
-    for ckpt_path, out in zip(checkpoints, outputs, strict=True):
-        key = store.make_key("activations", store.file_digest(ckpt_path), settings)
-        if cache.place(key, out):
-            log(f"{Path(ckpt_path).name}: cached activations -> {out}")
+    for i, ckpt_path in enumerate(checkpoints):
+        digest = store.file_digest(ckpt_path)
+        keys = {name: store.make_key("activations", digest, settings[name]) for name in probes}
+        todo = [name for name in probes if not cache.place(keys[name], outputs[name][i])]
+        for name in set(probes) - set(todo):
+            log(f"{Path(ckpt_path).name}: cached activations -> {outputs[name][i]}")
+        if not todo:
             continue
-        start = time.perf_counter()
         net, ckpt = load_network(Path(ckpt_path), dev)
         names = list(layers) if layers else list(named_layers(net))
-        acts = activations(net, probe["images"], names, pooling, batch_size, ckpt.get("augment"))
-        io.save_npz(
-            out,
-            {
-                **{name: value.astype(dtype) for name, value in acts.items()},
-                "layers": np.array(names),
-                "labels": probe["labels"],
-                "coarse": probe["coarse"],
-                "class_names": probe["class_names"],
-                "coarse_names": probe["coarse_names"],
-                "epoch": np.int64(ckpt["epoch"]),
-                "cache_key": np.array(key),
-                **({"part": probe["part"]} if "part" in probe else {}),
-            },
-        )
-        if keep_epochs == "all" or int(ckpt["epoch"]) in set(keep_epochs):
-            cache.keep(key, out)
-        log(
-            f"epoch {ckpt['epoch']}: {len(names)} layers, {len(probe['labels'])} images, "
-            f"{time.perf_counter() - start:.2f} s -> {out}"
-        )
+        for name in todo:
+            start = time.perf_counter()
+            probe, out = data[name], outputs[name][i]
+            acts = activations(
+                net, probe["images"], names, pooling, batch_size, ckpt.get("augment")
+            )
+            io.save_npz(
+                out,
+                {
+                    **{layer: value.astype(dtype) for layer, value in acts.items()},
+                    "layers": np.array(names),
+                    "labels": probe["labels"],
+                    "coarse": probe["coarse"],
+                    "class_names": probe["class_names"],
+                    "coarse_names": probe["coarse_names"],
+                    "epoch": np.int64(ckpt["epoch"]),
+                    "cache_key": np.array(keys[name]),
+                    **({"part": probe["part"]} if "part" in probe else {}),
+                },
+            )
+            if keep_epochs == "all" or int(ckpt["epoch"]) in set(keep_epochs):
+                cache.keep(keys[name], out)
+            log(
+                f"epoch {ckpt['epoch']} {name}: {len(names)} layers, {len(probe['labels'])} "
+                f"images, {time.perf_counter() - start:.2f} s -> {out}"
+            )

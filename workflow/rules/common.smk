@@ -71,9 +71,9 @@ def analysed_epochs(w):
 CACHE = f"{R}/cache"
 
 
-def activations_dir():
+def activations_dir(probe):
     """Activations are temporary unless every epoch is kept (extract.keep)."""
-    path = directory(f"{R}/activations/{{method}}/seed{{seed}}/{{probe}}")
+    path = directory(f"{R}/activations/{{method}}/seed{{seed}}/{probe}")
     return path if CFG["extract"]["keep"] == "all" else temp(path)
 
 

@@ -1,14 +1,15 @@
-# Extract stage: per run and probe set, activations of every named layer for each analysed epoch.
+# Extract stage: per run, activations of every named layer for each analysed epoch and every
+# probe set; each checkpoint is loaded once for all probe sets.
 
 
 rule extract:
     input:
         checkpoints=f"{R}/runs/{{method}}/seed{{seed}}/checkpoints",
-        probe=f"{R}/probes/{{probe}}.npz",
+        probes=expand(f"{R}/probes/{{probe}}.npz", probe=PROBES),
     output:
-        activations_dir(),
+        **{probe: activations_dir(probe) for probe in PROBES},
     log:
-        f"{LOGS}/extract/{{method}}_seed{{seed}}_{{probe}}.log",
+        f"{LOGS}/extract/{{method}}_seed{{seed}}.log",
     conda:
         "../../envs/ssltrace.yaml"
     threads: 1
@@ -18,10 +19,14 @@ rule extract:
         runtime=minutes(60),
     params:
         epochs=analysed_epochs,
+        probes=" ".join(
+            "--probe " + shlex.quote(f"{probe}={R}/probes/{probe}.npz")
+            for probe in PROBES
+        ),
+        out_dir=lambda w: f"{R}/activations/{w.method}/seed{w.seed}",
         settings=extract_settings(),
         cache=CACHE,
     shell:
-        "ssltrace extract --checkpoints-dir {input.checkpoints:q} --probe {input.probe:q} "
-        "--epochs {params.epochs} --out-dir {output:q} --threads {threads} "
-        "--cache-dir {params.cache:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "ssltrace extract --checkpoints-dir {input.checkpoints:q} {params.probes} "
+        "--epochs {params.epochs} --out-dir {params.out_dir:q} --threads {threads} "
+        "--cache-dir {params.cache:q} --settings {params.settings:q} > {log:q} 2>&1"
