@@ -11,6 +11,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Two cores are shared by pytest and the torch work it triggers; more threads only thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ssltrace.cli.main
 
 
 @pytest.fixture
