@@ -6,10 +6,12 @@ through it. The hooks are driven by environment variables, so one Snakemake call
 to die at an exact point (no sleeps, no polling):
 
 - SSLTRACE_KILL = JSON {"at": "before-replace" | "after-replace" | "step",
-  "match": fnmatch pattern of the destination path (or [epoch, step] for "step"),
+  "match": fnmatch pattern of the absolute destination path (or [epoch, step] for "step"),
   "count": the n-th match in this process (default 1),
   "scope": "job" (this process) | "group" (its process group: Snakemake and every job)}
 - SSLTRACE_REPLACE_LOG = a file; each os.replace appends one JSON line {"src", "dst"}.
+- SSLTRACE_ARGV_LOG = a file; each `ssltrace` process appends its argv as one JSON line (what
+  the job's shell line turned into after quoting).
 
 "step" uses the training engine's own hook (`Trainer.fit(on_step)`), called after every
 optimiser step.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 KILL_ENV = "SSLTRACE_KILL"
 LOG_ENV = "SSLTRACE_REPLACE_LOG"
+ARGV_ENV = "SSLTRACE_ARGV_LOG"
 
 
 def kill_env(at: str, match, count: int = 1, scope: str = "group") -> dict[str, str]:
@@ -43,6 +46,9 @@ def _die(scope: str) -> None:
 
 
 def install() -> None:
+    if os.environ.get(ARGV_ENV):
+        with open(os.environ[ARGV_ENV], "a") as fh:
+            fh.write(json.dumps(sys.argv[1:]) + "\n")
     spec = json.loads(os.environ.get(KILL_ENV) or "null")
     log_path = os.environ.get(LOG_ENV)
     if spec is None and not log_path:
@@ -57,7 +63,8 @@ def _install_replace_hook(spec: dict | None, log_path: str | None) -> None:
     seen = [0]
 
     def replace(src, dst, *args, **kwargs):
-        hit = spec is not None and fnmatch.fnmatchcase(os.fspath(dst), spec["match"])
+        target = os.path.abspath(dst)  # jobs name their outputs relative to the workdir
+        hit = spec is not None and fnmatch.fnmatchcase(target, spec["match"])
         if hit:
             seen[0] += 1
             hit = seen[0] == spec.get("count", 1)
@@ -66,7 +73,7 @@ def _install_replace_hook(spec: dict | None, log_path: str | None) -> None:
         real_replace(src, dst, *args, **kwargs)
         if log_path:
             with open(log_path, "a") as fh:
-                record = {"src": os.path.abspath(src), "dst": os.path.abspath(dst)}
+                record = {"src": os.path.abspath(src), "dst": target}
                 fh.write(json.dumps(record) + "\n")
         if hit:
             _die(spec["scope"])

@@ -1,6 +1,12 @@
-"""Config validation: every mistake is rejected before any job runs, naming the key."""
+"""Config validation: every mistake is rejected before any job runs, naming the key.
+
+Every invalid config goes through `snakemake -n` (the real CLI entry point, one process for
+the whole corpus so torch and Snakemake are imported once) and must stop while the Snakefile
+is read, before a DAG is built, with one line naming the key and what is expected.
+"""
 
 import copy
+import json
 import subprocess
 import sys
 
@@ -30,7 +36,27 @@ def put(cfg, dotted, value):
     return cfg
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self):
+        return "<deleted>"
+
+
+DELETE = _Delete()
+FILE = "<a regular file>"  # replaced by the path of a file the test creates
+
+
+def materialise(value, file_path):
+    """A copy of `value` with FILE replaced by `file_path` (also inside strings)."""
+    if value is DELETE:
+        return value
+    if isinstance(value, str):
+        return value.replace(FILE, str(file_path))
+    if isinstance(value, list):
+        return [materialise(v, file_path) for v in value]
+    if isinstance(value, dict):
+        return {k: materialise(v, file_path) for k, v in value.items()}
+    return copy.deepcopy(value)
+
 
 # (key to change, new value, text the one-line message must contain)
 INVALID = [
@@ -72,20 +98,74 @@ INVALID = [
     ("seeds", "0", "'seeds'"),
     ("extract.layers", ["layer9"], "extract.layers"),
     ("extract.pooling", "median", "extract.pooling"),
+    ("figures.deep_layer", "layer7", "figures.deep_layer"),
+    ("figures.methods", ["byol"], "figures.methods"),
+    ("geometry.probes", ["logistic"], "figures.linear_probe"),
     ("extract.epochs", [0, 99], "extract.epochs"),
     ("extract.epochs", {"every": 0}, "extract.epochs"),
     ("clustering.linkage", "centroid", "clustering.linkage"),
     ("figures.formats", ["gif"], "figures.formats"),
     ("results_dir", "", "results_dir"),
     ("colour", "blue", "'colour'"),
+    # unknown keys, wrong types
+    ("dataset.options.path", "/data/cifar", "'path'"),
+    ("probes.novel.size", 5, "'size'"),
+    ("seeds", [0, "one"], "seeds.1"),
+    ("seeds", [0, True], "seeds.1"),
+    ("methods", "simclr", "'methods'"),
+    ("train.deterministic", "yes", "train.deterministic"),
+    ("figures.dpi", 1.5, "figures.dpi"),
+    ("clustering.permutations", "many", "clustering.permutations"),
+    ("trajectory.compare", ["cosine"], "trajectory.compare"),
+    ("extract.epochs", [], "extract.epochs"),
+    # more images or shots than the data has, split sizes that do not add up
+    ("probes.known.train_per_class", 17, "probes.known.train_per_class"),
+    ("dataset.options.test_per_class", 3, "probes.novel.images_per_class"),
+    ("human.options.per_class", 2, "probes.human.images_per_class"),
+    ("split.n_novel", 17, "split.n_novel"),
+    # names from the config never reach a shell: hostile ones fail the registry check
+    ("methods", ["simclr; touch PWNED"], "methods[0]"),
+    ("methods", ["$(touch PWNED)"], "methods[0]"),
+    ("dataset.name", "synthetic`touch PWNED`", "dataset.name"),
+    ("architecture.name", "resnet18 && touch PWNED", "architecture"),
+    ("extract.layers", ["layer1'; touch PWNED; '"], "extract.layers"),
+    # paths the workflow cannot create, settings the pretrain job would refuse
+    ("data_dir", FILE, "data_dir"),
+    ("results_dir", f"{FILE}/results", "results_dir"),
+    ("results_dir", "results/{method}", "results_dir"),
+    ("train.batch_size", 400, "train.batch_size"),
+    ("augment.preset", "nope", "augment"),
+    ("method_settings.simclr.params", {"temp": 0.5}, "temp"),
+    ("train.schedule", {"name": "cosine_fixed"}, "horizon"),
+    ("train.optimizer", {"name": "adam", "lr": 0.1, "momentum": 0.9}, "momentum"),
+    ("method_settings.simclr.train", {"batch_size": 1}, "batch_size"),
+    ("method_settings.simclr.train", {"optimizer": {"name": "sgd", "lr": -1}}, "lr"),
 ]
 
-
-@pytest.mark.parametrize(
-    ("key", "value", "needle"), INVALID, ids=[f"{k}={v!r}" for k, v, _ in INVALID]
+# Mistakes that pass validation today and fail later, inside the pretrain job (after the data,
+# split and probe jobs ran). Each needs a check in ssltrace.config (see the reliability
+# report); strict xfail, so that the fix shows up as XPASS: then move the case to INVALID.
+PENDING: list = []
+PENDING_MARK = pytest.mark.xfail(
+    strict=True, reason="not checked by ssltrace.config yet (see the reliability report)"
 )
-def test_invalid_config_is_rejected_naming_the_key(key, value, needle):
-    cfg = put(base(), key, copy.deepcopy(value))
+
+
+def corpus(with_index=False):
+    """INVALID and PENDING (xfail) as pytest params, optionally with their corpus index."""
+    cases = [(case, ()) for case in INVALID] + [(case, PENDING_MARK) for case in PENDING]
+    return [
+        pytest.param(
+            *((i, *case) if with_index else case), marks=marks, id=f"{case[0]}={case[1]!r}"
+        )
+        for i, (case, marks) in enumerate(cases)
+    ]
+
+
+@pytest.mark.parametrize(("key", "value", "needle"), corpus())
+def test_invalid_config_is_rejected_naming_the_key(key, value, needle, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    cfg = put(base(), key, materialise(value, tmp_path / "file"))
     with pytest.raises(sslconfig.ConfigError) as err:
         sslconfig.validate(cfg)
     message = str(err.value)
@@ -120,34 +200,85 @@ def test_analysed_epochs_every_n_keeps_the_last():
     assert sslconfig.analysed_epochs(cfg, "untrained") == [0]
 
 
-SNAKEMAKE_SAMPLE = [INVALID[i] for i in (0, 6, 13, 24, 30, 33, 36, 43)]
+def test_corpus_is_large_and_distinct():
+    assert len(INVALID) >= 30
+    assert len({f"{k}={v!r}" for k, v, _ in INVALID}) == len(INVALID)
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "needle"), SNAKEMAKE_SAMPLE, ids=[k for k, _, _ in SNAKEMAKE_SAMPLE]
-)
-def test_snakemake_dry_run_rejects_before_planning(tmp_path, key, value, needle):
-    cfg = put(base(), key, copy.deepcopy(value))
-    cfg["results_dir"] = str(tmp_path / "results")
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--configfile",
-            str(tmp_path / "bad.yaml"),
-            "--cores",
-            "1",
-        ],
+# Runs snakemake's own command-line entry point once per config, in one process.
+DRY_RUN_DRIVER = """
+import contextlib, io, json, sys
+from snakemake.cli import main
+snakefile, workdir, *configs = sys.argv[1:]
+for path in configs:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(["-n", "--snakefile", snakefile, "--directory", workdir,
+                  "--configfile", path, "--cores", "1"])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    print(json.dumps({"config": path, "returncode": code, "output": out.getvalue()}))
+"""
+
+
+def write_invalid(folder, i, key, value):
+    """The base config with one mistake, results under folder/case{i}, as a YAML file."""
+    (folder / "file").write_text("not a directory")
+    cfg = put(base(), key, materialise(value, folder / "file"))
+    if key != "results_dir":
+        cfg["results_dir"] = str(folder / f"case{i}" / "results")
+    path = folder / f"case{i}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake_dry_run(workdir, *configs):
+    return subprocess.run(
+        [sys.executable, "-c", DRY_RUN_DRIVER, str(ROOT / "Snakefile"), str(workdir), *configs],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=workdir,
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "invalid configuration" in out and needle in out, out[-2000:]
-    assert "Building DAG" not in out and not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """{case index: (returncode, output)} of `snakemake -n` for every invalid config."""
+    folder = tmp_path_factory.mktemp("invalid")
+    cases = [*INVALID, *PENDING]
+    paths = [str(write_invalid(folder, i, k, v)) for i, (k, v, _) in enumerate(cases)]
+    proc = snakemake_dry_run(folder, *paths)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["config"] for r in results] == paths, proc.stderr[-3000:]
+    return folder, {i: (r["returncode"], r["output"]) for i, r in enumerate(results)}
+
+
+@pytest.mark.parametrize(("index", "key", "value", "needle"), corpus(with_index=True))
+def test_snakemake_dry_run_rejects_before_planning(dry_runs, index, key, value, needle):
+    folder, results = dry_runs
+    code, out = results[index]
+    assert code != 0, out[-2000:]
+    messages = [line for line in out.splitlines() if "invalid configuration" in line]
+    assert len(messages) == 1 and needle in messages[0], out[-2000:]
+    assert "Building DAG" not in out
+    assert not (folder / f"case{index}").exists()  # no job ran, no results directory
+
+
+def test_dry_run_driver_matches_the_snakemake_command(tmp_path):
+    """The in-process driver reports exactly what `snakemake -n` in a shell reports."""
+    key, value, needle = INVALID[0]
+    path = write_invalid(tmp_path, 0, key, value)
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile")]
+    cmd += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
+    shell = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    driver = json.loads(snakemake_dry_run(tmp_path, str(path)).stdout.splitlines()[-1])
+    assert shell.returncode == driver["returncode"] == 1
+
+    def message(text):
+        return [line for line in text.splitlines() if "invalid configuration" in line]
+
+    assert message(shell.stdout + shell.stderr) == message(driver["output"])
+    assert needle in message(driver["output"])[0]

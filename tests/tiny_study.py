@@ -37,7 +37,8 @@ TINY = {
 }
 ANALYSES = ("fewshot", "clustering", "human", "trajectory", "geometry")
 TABLES = [f"results/tables/{name}.tsv" for name in ANALYSES]
-FIG5 = [f"results/figures/fig5_fewshot_error_vs_layer.{fmt}" for fmt in ("png", "pdf")]
+FIG5_STEM = "results/figures/seed000/fig05_fewshot_error_vs_layer"
+FIG5 = [f"{FIG5_STEM}.{fmt}" for fmt in ("png", "pdf")]
 RUN = "results/runs/simclr/seed0"
 
 
@@ -115,7 +116,34 @@ def reference() -> Path:
 
 
 def renames_of(workdir: Path) -> list[dict]:
+    return _jsonl(workdir.parent / f"{workdir.name}_renames.jsonl")
+
+
+def _jsonl(path: Path) -> list:
     import json
 
-    log = workdir.parent / f"{workdir.name}_renames.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# Every shell metacharacter that could start a command, plus a space, quotes and a newline.
+# Braces are left out: Snakemake reads them as wildcards (the config should reject them).
+HOSTILE = (
+    "r e's\"$(touch PWNED1)`touch PWNED2`;touch PWNED3;\nx&&touch PWNED4|touch PWNED5 <>*?!#~%\\"
+)
+
+
+@functools.cache
+def hostile() -> tuple[Path, Path]:
+    """The tiny study (tables and figure 5) with results_dir and data_dir under a directory
+    named HOSTILE; returns (workdir, results_dir). Each job's argv is recorded."""
+    work = _session_dir() / "hostile"
+    results = work / HOSTILE / "results"
+    make_workdir(work, results_dir=str(results), data_dir=str(work / HOSTILE / "data dir"))
+    env = {**hooked_env(work), killpoints.ARGV_ENV: str(work.parent / "hostile_argv.jsonl")}
+    targets = [str(results / name.removeprefix("results/")) for name in (*TABLES, *FIG5)]
+    snakemake(work, *targets, env=env)
+    return work, results
+
+
+def argv_of_hostile() -> list[list[str]]:
+    return _jsonl(_session_dir() / "hostile_argv.jsonl")

@@ -285,6 +285,7 @@ def _check_method(cfg: dict, method: str) -> None:
     """Per-method params and training overrides, checked as the run would check them."""
     from ssltrace.methods import METHODS
     from ssltrace.methods.base import resolve_params
+    from ssltrace.training.engine import resolve_run
     from ssltrace.training.schedule import build_schedule
 
     run = run_settings(cfg, method, cfg["seeds"][0])
@@ -296,6 +297,10 @@ def _check_method(cfg: dict, method: str) -> None:
         ) from None
     train = run["train"]
     where = f"method_settings.{method}.train" if method in cfg["method_settings"] else "train"
+    try:  # optimiser keys, batch size, amp, ...: what the pretrain job checks first
+        resolve_run(run)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key '{where}': {_message(exc)}") from None
     try:
         build_schedule(train["schedule"], train["optimizer"]["lr"], max(train["epochs"], 1), 1)
     except (KeyError, ValueError, TypeError) as exc:

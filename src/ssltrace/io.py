@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,10 @@ def _write_error(path: Path, exc: OSError) -> ArtifactWriteError:
         errno.EROFS: "the file system is read-only",
     }
     reason = reasons.get(exc.errno, exc.strerror or str(exc))
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir met a file where a folder belongs
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a directory"
     return ArtifactWriteError(exc.errno, f"cannot write {path}: {reason}")
 
 
@@ -106,17 +110,46 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool = False) -> None:
-    """Write arrays to an .npz atomically (np.savez appends .npz to names lacking it)."""
+    """Write arrays to an .npz atomically, as np.savez does, but byte-reproducible and plain.
+
+    np.savez stamps every member with the current time, so identical results made a minute
+    apart differ byte for byte (and miss ssltrace.store's content-keyed cache); members here
+    carry a fixed timestamp. Object arrays are refused here as load_npz refuses them.
+    """
+    import zipfile
+
+    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with atomic_path(path, suffix=".npz") as tmp:
-        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+        with zipfile.ZipFile(tmp, mode="w", compression=compression, allowZip64=True) as zf:
+            for key, value in arrays.items():
+                value = np.asanyarray(value)
+                if value.dtype.hasobject:
+                    raise ValueError(
+                        f"cannot write {path}: array {key!r} holds Python objects (dtype "
+                        f"{value.dtype}); artifacts hold only plain arrays"
+                    )
+                member = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIMESTAMP)
+                member.compress_type = compression
+                with zf.open(member, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, value, allow_pickle=False)
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an .npz eagerly; object arrays (pickles) are refused."""
+_ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip file can record
+
+
+def load_npz(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Load the arrays `keys` (default: all) of an .npz eagerly; pickles are refused, and a
+    damaged file or a missing array is one message naming the file."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+            wanted = data.files if keys is None else list(keys)
+            missing = [key for key in wanted if key not in data.files]
+            if missing:
+                raise ArtifactReadError(
+                    f"{path} lacks array {missing[0]!r}; arrays present: {', '.join(data.files)}"
+                )
+            return {key: data[key] for key in wanted}
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ArtifactReadError):
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
@@ -146,8 +179,10 @@ def save_table(path: str | os.PathLike, frame) -> None:
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # A file object, not a path: given a path, torch names the archive's inner folder
+        # after the (random) temp file, and identical checkpoints would differ byte for byte.
+        torch.save(obj, fh)
 
 
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

@@ -95,6 +95,8 @@ def verify(remote: RemoteFile, data_dir: Path) -> Path:
 def ensure(remote: RemoteFile, data_dir: Path, opener: Opener | None = None) -> Path:
     """Return the verified path of `remote` in data_dir, downloading it if needed (once)."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataUnavailableError(f"data_dir {data_dir} is a file, not a directory")
     path = data_dir / remote.filename
     note = ""
     if path.is_file():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssltrace import io
+
 
 @dataclass(frozen=True)
 class TrainingSet:
@@ -40,13 +42,10 @@ def load_training_set(dataset_path: str | Path, split_path: str | Path) -> Train
     if not dataset_path.is_file():
         raise FileNotFoundError(f"dataset file {dataset_path} does not exist")
     # Only the two training arrays are read, not the test images.
-    with np.load(dataset_path, allow_pickle=False) as data:
-        for key in ("train_images", "train_fine"):
-            if key not in data.files:
-                raise ValueError(f"dataset {dataset_path} lacks {key!r}; it has {data.files}")
-        fine = data["train_fine"]
-        keep = np.isin(fine, known)
-        images = data["train_images"][keep] if keep.any() else data["train_images"][:0]
+    data = io.load_npz(dataset_path, keys=("train_images", "train_fine"))
+    fine = data["train_fine"]
+    keep = np.isin(fine, known)
+    images = data["train_images"][keep] if keep.any() else data["train_images"][:0]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(
             f"{dataset_path}: train_images must be uint8 [N, H, W, 3], got "
