@@ -48,6 +48,7 @@ def run_snakemake(
         *args,
         "--config",
         f"results_dir={workdir / 'results'}",
+        *config,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if check and proc.returncode != 0:

@@ -89,9 +89,9 @@ def test_extending_epochs_continues_and_reuses_unchanged_epochs(tmp_path):
     preset.update(methods=["simclr"], seeds=[0])
     preset["train"].update(epochs=1, schedule={"name": "constant", "warmup_epochs": 0})
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))
-    target = "results/tables/fewshot.tsv"
     work = tmp_path / "study"
     work.mkdir()
+    target = str(work / "results/tables/fewshot.tsv")
     run_snakemake(work, target, preset=tmp_path / "small.yaml")
     first = io.torch_load(work / "results/runs/simclr/seed0/checkpoints/epoch_001.pt")
     run_snakemake(work, target, preset=tmp_path / "small.yaml", config=("train={epochs: 2}",))
@@ -110,8 +110,11 @@ def test_extending_epochs_continues_and_reuses_unchanged_epochs(tmp_path):
     # the same study run from scratch gives the same table
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    run_snakemake(fresh, target, preset=tmp_path / "small.yaml", config=("train={epochs: 2}",))
-    a = pd.read_csv(work / target, sep="\t")
-    b = pd.read_csv(fresh / target, sep="\t")
+    fresh_target = str(fresh / "results/tables/fewshot.tsv")
+    run_snakemake(
+        fresh, fresh_target, preset=tmp_path / "small.yaml", config=("train={epochs: 2}",)
+    )
+    a = pd.read_csv(target, sep="\t")
+    b = pd.read_csv(fresh_target, sep="\t")
     pd.testing.assert_frame_equal(a, b)
     shutil.rmtree(fresh)
