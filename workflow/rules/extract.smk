@@ -20,7 +20,7 @@ rule extract:
     params:
         epochs=analysed_epochs,
         probes=" ".join(
-            "--probe " + shlex.quote(f"{probe}={R}/probes/{probe}.npz")
+            f"--probe {shlex.quote(f'{probe}={R}/probes/{probe}.npz')}"
             for probe in PROBES
         ),
         out_dir=lambda w: f"{R}/activations/{w.method}/seed{w.seed}",
