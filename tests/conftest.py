@@ -19,6 +19,35 @@ def root() -> Path:
     return ROOT
 
 
+def snakemake(
+    workdir: Path, *args: str, options: tuple[str, ...] = (), check: bool = True, **run
+) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in `workdir` on 2 cores (`run` goes to subprocess.run).
+
+    `options` come before --cores: --configfile takes every word up to the next option, so
+    it must not be followed by targets."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *options,
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, **run)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
 def run_snakemake(
     workdir: Path,
     *args: str,
@@ -33,27 +62,9 @@ def run_snakemake(
     """
     if not (workdir / "config.yaml").exists():
         shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(preset or ROOT / "presets/ci.yaml"),
-        "--cores",
-        "2",
-        *args,
-        "--config",
-        f"results_dir={workdir / 'results'}",
-        *config,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    preset_option = ("--configfile", str(preset or ROOT / "presets/ci.yaml"))
+    overrides = ("--config", f"results_dir={workdir / 'results'}", *config)
+    return snakemake(workdir, *args, *overrides, options=preset_option, check=check, cwd=ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -140,6 +140,17 @@ INVALID = [
     ("train.optimizer", {"name": "adam", "lr": 0.1, "momentum": 0.9}, "momentum"),
     ("method_settings.simclr.train", {"batch_size": 1}, "batch_size"),
     ("method_settings.simclr.train", {"optimizer": {"name": "sgd", "lr": -1}}, "lr"),
+    # probe sets larger than their source, groups of classes the dataset lacks, absurd sizes
+    ("probes.rdm.n_images", 2000, "probes.rdm.n_images"),
+    ("probes.rdm.groups", {"people": ["people"]}, "probes.rdm.groups"),
+    ("probes.rdm.groups", {"a": ["stripes"], "b": ["stripes"]}, "probes.rdm.groups"),
+    ("probes.sample.n_images", 400, "probes.sample.n_images"),
+    ("fewshot.max_per_class", 3, "fewshot.max_per_class"),
+    ("architecture.width", 0.001, "architecture.width"),
+    ("architecture.width", 64, "architecture.width"),
+    ("results_dir", "-results", "results_dir"),
+    ("method_settings.simclr.params", {"temperature": -0.5}, "temperature"),
+    ("method_settings.simclr.params", {"proj_dim": 0}, "proj_dim"),
 ]
 
 # Mistakes that pass validation today and fail later, inside the pretrain job (after the data,

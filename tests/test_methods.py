@@ -248,3 +248,33 @@ def test_vicreg_variance_term_prevents_collapse():
     )
     assert full.std(dim=0).mean().item() > 0.25
     assert invariance_only.std(dim=0).mean().item() < 0.05
+
+
+def _out_of_range_cases():
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        for attr, bad, match in (
+            ("positive", 0, "must be > 0"),
+            ("non_negative", -1.0, "must be >= 0"),
+            ("unit_interval", 1.5, r"must be in \[0, 1\]"),
+        ):
+            for key in getattr(cls, attr):
+                # a None default (a width) is typed "positive int or null": 0 fails that first
+                why = "positive int or null" if cls.defaults[key] is None else match
+                yield pytest.param(name, key, bad, why, id=f"{name}.{key}={bad}")
+
+
+@pytest.mark.parametrize("name, key, value, match", _out_of_range_cases())
+def test_resolve_checks_every_declared_range_without_building_a_model(name, key, value, match):
+    # Config validation calls `resolve` only, so each range must be enforced there.
+    with pytest.raises(ValueError, match=match):
+        METHODS.get(name).resolve({key: value})
+    assert METHODS.get(name).resolve({})[key] == METHODS.get(name).defaults[key]
+
+
+def test_every_numeric_param_has_a_declared_range():
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        ranged = {*cls.positive, *cls.non_negative, *cls.unit_interval}
+        numeric = {k for k, v in cls.defaults.items() if type(v) in (int, float)}
+        assert numeric <= ranged, f"{name}: no range for {sorted(numeric - ranged)}"

@@ -11,17 +11,14 @@ import atexit
 import functools
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
 from ssltrace import config as sslconfig
-from tests import killpoints
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests import conftest, killpoints
+from tests.conftest import ROOT
 
 TINY = {
     "results_dir": "results",
@@ -59,28 +56,10 @@ def make_workdir(workdir: Path, **top_level) -> Path:
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
     """Run Snakemake in its own session, so a hook may SIGKILL its whole process group."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=workdir, env=full_env, start_new_session=True
+    return conftest.snakemake(
+        workdir, *args, check=check, cwd=workdir, env=full_env, start_new_session=True
     )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
 
 
 def hooked_env(workdir: Path, **kill) -> dict:

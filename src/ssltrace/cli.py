@@ -67,8 +67,6 @@ def cmd_plan(args) -> None:
 def cmd_data(args) -> None:
     from ssltrace.data import prepare_dataset, prepare_human
 
-    _threads(args)
-
     prepare = prepare_human if args.human else prepare_dataset
     prepare(args.name, Path(args.data_dir), Path(args.out), **_settings(args.settings))
     _log(f"wrote {args.out}")
@@ -76,8 +74,6 @@ def cmd_data(args) -> None:
 
 def cmd_split(args) -> None:
     from ssltrace.splits import write_split
-
-    _threads(args)
 
     s = _settings(args.settings)
     split = write_split(Path(args.dataset), Path(args.out), s["n_known"], s["n_novel"], s["seed"])
@@ -87,8 +83,6 @@ def cmd_split(args) -> None:
 
 def cmd_probe(args) -> None:
     from ssltrace.splits import write_probe
-
-    _threads(args)
 
     split = Path(args.split) if args.split else None
     write_probe(args.kind, Path(args.dataset), split, Path(args.out), **_settings(args.settings))
@@ -109,7 +103,6 @@ def _threads(args) -> None:
 def cmd_pretrain(args) -> None:
     from ssltrace.training import train_run
 
-    _threads(args)
     train_run(
         _settings(args.settings), Path(args.dataset), Path(args.split), Path(args.out_dir), log=_log
     )
@@ -118,16 +111,9 @@ def cmd_pretrain(args) -> None:
 def cmd_extract(args) -> None:
     from ssltrace.extract import extract_many
 
-    _threads(args)
     s = _settings(args.settings)
-    probes, outputs = {}, {}
-    for item in args.probe:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise SystemExit(f"ssltrace extract: --probe takes NAME=FILE, got {item!r}")
-        probes[name] = Path(path)
-        folder = Path(args.out_dir) / name
-        outputs[name] = [folder / epoch_file(e, ".npz") for e in args.epochs]
+    probes = _named_paths(args.probe, "extract: --probe", "NAME=FILE")
+    outputs = {name: _epoch_files(Path(args.out_dir) / name, args.epochs) for name in probes}
     extract_many(
         _epoch_files(args.checkpoints_dir, args.epochs, ".pt"),
         probes,
@@ -143,86 +129,53 @@ def cmd_extract(args) -> None:
     )
 
 
+def _run_options(args) -> dict:
+    """The keyword arguments a per-run driver of `ssltrace.metrics` takes from the options the
+    analysis subcommands share; --probe and --cache-dir only where the subcommand has them,
+    as only those drivers accept them."""
+    options = dict(method=args.method, seed=args.seed, settings=_settings(args.settings), log=_log)
+    if "probe" in vars(args):
+        options["probe"] = args.probe
+    if "cache_dir" in vars(args):
+        options["cache_dir"] = _cache(args)
+    return options
+
+
 def cmd_fewshot(args) -> None:
     from ssltrace.metrics import fewshot_run
 
-    _threads(args)
-    fewshot_run(
-        _epoch_files(args.activations_dir, args.epochs),
-        Path(args.table),
-        Path(args.matrices),
-        method=args.method,
-        seed=args.seed,
-        probe=args.probe,
-        settings=_settings(args.settings),
-        cache_dir=_cache(args),
-        log=_log,
-    )
+    activations = _epoch_files(args.activations_dir, args.epochs)
+    fewshot_run(activations, Path(args.table), Path(args.matrices), **_run_options(args))
 
 
 def cmd_human(args) -> None:
     from ssltrace.metrics import human_run
 
-    _threads(args)
-    human_run(
-        _epoch_files(args.activations_dir, args.epochs),
-        Path(args.probe_file),
-        Path(args.table),
-        Path(args.matrices),
-        method=args.method,
-        seed=args.seed,
-        settings=_settings(args.settings),
-        cache_dir=_cache(args),
-        log=_log,
-    )
+    activations = _epoch_files(args.activations_dir, args.epochs)
+    outputs = Path(args.table), Path(args.matrices)
+    human_run(activations, Path(args.probe_file), *outputs, **_run_options(args))
 
 
 def cmd_cluster(args) -> None:
     from ssltrace.metrics import clustering_run
 
-    _threads(args)
-    clustering_run(
-        Path(args.matrices),
-        Path(args.table),
-        Path(args.clusters),
-        method=args.method,
-        seed=args.seed,
-        probe=args.probe,
-        settings=_settings(args.settings),
-        log=_log,
-    )
+    paths = Path(args.matrices), Path(args.table), Path(args.clusters)
+    clustering_run(*paths, **_run_options(args))
 
 
 def cmd_trajectory(args) -> None:
     from ssltrace.metrics import trajectory_run
 
-    _threads(args)
-    trajectory_run(
-        _epoch_files(args.activations_dir, args.epochs),
-        Path(args.table),
-        Path(args.rdms),
-        method=args.method,
-        seed=args.seed,
-        settings=_settings(args.settings),
-        cache_dir=_cache(args),
-        log=_log,
-    )
+    activations = _epoch_files(args.activations_dir, args.epochs)
+    trajectory_run(activations, Path(args.table), Path(args.rdms), **_run_options(args))
 
 
 def cmd_geometry(args) -> None:
     from ssltrace.metrics import geometry_run
 
-    _threads(args)
-    geometry_run(
-        _epoch_files(args.known_dir, args.epochs),
-        _epoch_files(args.sample_dir, args.epochs),
-        Path(args.table),
-        method=args.method,
-        seed=args.seed,
-        settings=_settings(args.settings),
-        cache_dir=_cache(args),
-        log=_log,
-    )
+    known = _epoch_files(args.known_dir, args.epochs)
+    sample = _epoch_files(args.sample_dir, args.epochs)
+    geometry_run(known, sample, Path(args.table), **_run_options(args))
 
 
 def cmd_collect(args) -> None:
@@ -235,23 +188,27 @@ def cmd_collect(args) -> None:
 def cmd_figure(args) -> None:
     from ssltrace.figures import FIGURES
 
-    _threads(args)
-
-    inputs = {}
-    for item in args.input:
-        role, sep, path = item.partition("=")
-        if not sep:
-            raise SystemExit(f"ssltrace figure: --input takes ROLE=PATH, got {item!r}")
-        inputs[role] = Path(path)
+    inputs = _named_paths(args.input, "figure: --input", "ROLE=PATH")
     written = FIGURES.get(args.name)(inputs, Path(args.stem), _settings(args.settings))
     _log("wrote " + ", ".join(map(str, written)))
+
+
+def _named_paths(items: list[str], option: str, form: str) -> dict[str, Path]:
+    """NAME=PATH items of a repeatable option, by name (a repeated name: the last wins)."""
+    found = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"ssltrace {option} takes {form}, got {item!r}")
+        found[name] = Path(path)
+    return found
 
 
 def epoch_file(epoch: int, suffix: str) -> str:
     return f"epoch_{epoch:03d}{suffix}"
 
 
-def _epoch_files(folder: str, epochs: list[int], suffix: str = ".npz") -> list[Path]:
+def _epoch_files(folder: str | Path, epochs: list[int], suffix: str = ".npz") -> list[Path]:
     return [Path(folder) / epoch_file(e, suffix) for e in epochs]
 
 
@@ -265,10 +222,59 @@ def _add(sub, name: str, func, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_args(parser) -> None:
-    parser.add_argument("--method", required=True, help="method name of the run")
-    parser.add_argument("--seed", required=True, type=int, help="seed of the run")
-    parser.add_argument("--probe", required=True, help="probe-set name (novel, human, ...)")
+# Option helpers: an option several subcommands share is declared once. Each subcommand calls
+# them in its own order, which is the order of its --help.
+
+
+def _required(parser, *flags: str) -> None:
+    """Options without help text that every rule passes (mostly input and output paths)."""
+    for flag in flags:
+        parser.add_argument(flag, required=True)
+
+
+def _config_args(parser) -> None:
+    parser.add_argument("config")
+    parser.add_argument("presets", nargs="*", help="preset files merged on top, in order")
+
+
+def _epochs_option(parser) -> None:
+    parser.add_argument("--epochs", nargs="+", type=int, required=True)
+
+
+def _run_args(parser, probe: bool = True, described: bool = True) -> None:
+    """--method and --seed (and --probe): the run (and probe set) a table's rows belong to.
+
+    `described=False` leaves out the help texts, as the human, trajectory and geometry
+    subcommands always have."""
+    helps = {
+        "method": "method name of the run",
+        "seed": "seed of the run",
+        "probe": "probe-set name (novel, human, ...)",
+    }
+    helps = helps if described else {}
+    parser.add_argument("--method", required=True, help=helps.get("method"))
+    parser.add_argument("--seed", required=True, type=int, help=helps.get("seed"))
+    if probe:
+        parser.add_argument("--probe", required=True, help=helps.get("probe"))
+
+
+def _threads_option(parser, blas: bool = True) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch and BLAS" if blas else "CPU threads for torch",
+    )
+
+
+def _settings_option(parser, help_text: str, required: bool = True) -> None:
+    """--settings: the rule's params as JSON; optional ones default to no settings."""
+    parser.add_argument(
+        "--settings", required=required, default=None if required else "{}", help=help_text
+    )
+
+
+def _cache_option(parser) -> None:
+    parser.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,14 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = _add(sub, "check-config", cmd_check_config, "validate a config (+ presets) and exit")
-    p.add_argument("config")
-    p.add_argument("presets", nargs="*", help="preset files merged on top, in order")
+    _config_args(p)
 
     p = _add(
         sub, "plan", cmd_plan, "summarise a study before it starts: jobs per rule, GPU-hours, disk"
     )
-    p.add_argument("config")
-    p.add_argument("presets", nargs="*", help="preset files merged on top, in order")
+    _config_args(p)
     p.add_argument(
         "--images-per-s",
         type=float,
@@ -305,23 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="dataset name (see `ssltrace list`)")
     p.add_argument("--human", action="store_true", help="the human-comparison set")
     p.add_argument("--data-dir", default="resources", help="where archives are downloaded")
-    p.add_argument("--out", required=True)
-    p.add_argument("--settings", default="{}", help="JSON dataset options")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+    _required(p, "--out")
+    _settings_option(p, "JSON dataset options", required=False)
+    _threads_option(p)
 
     p = _add(sub, "split", cmd_split, "seeded split of coarse classes into known and novel")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--settings", required=True, help='JSON {"n_known","n_novel","seed"}')
-    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+    _required(p, "--dataset", "--out")
+    _settings_option(p, 'JSON {"n_known","n_novel","seed"}')
+    _threads_option(p)
 
     p = _add(sub, "probe", cmd_probe, "select the images of a probe set")
     p.add_argument("--kind", required=True, choices=["novel", "human", "rdm", "known", "sample"])
-    p.add_argument("--dataset", required=True)
+    _required(p, "--dataset")
     p.add_argument("--split")
-    p.add_argument("--out", required=True)
-    p.add_argument("--settings", required=True, help="JSON probe options")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+    _required(p, "--out")
+    _settings_option(p, "JSON probe options")
+    _threads_option(p)
 
     p = _add(
         sub,
@@ -330,22 +333,20 @@ def build_parser() -> argparse.ArgumentParser:
         "train one run (method x seed), a checkpoint per "
         "epoch; resumes from the last finished epoch",
     )
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--settings", required=True, help="JSON run settings")
+    _required(p, "--dataset", "--split", "--out-dir")
+    _threads_option(p, blas=False)
+    _settings_option(p, "JSON run settings")
 
     p = _add(sub, "extract", cmd_extract, "activations of every layer for each checkpoint")
     p.add_argument(
         "--probe", action="append", required=True, help="NAME=FILE of a probe set, repeatable"
     )
-    p.add_argument("--checkpoints-dir", required=True)
-    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    _required(p, "--checkpoints-dir")
+    _epochs_option(p)
     p.add_argument("--out-dir", required=True, help="writes OUT_DIR/NAME/epoch_EEE.npz")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--settings", default="{}", help="JSON {layers, pooling, batch_size, device}")
-    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
+    _threads_option(p, blas=False)
+    _settings_option(p, "JSON {layers, pooling, batch_size, device}", required=False)
+    _cache_option(p)
 
     p = _add(
         sub,
@@ -353,14 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_fewshot,
         "pairwise m-shot prototype error matrices per epoch and layer (seed 000 §2.4)",
     )
-    p.add_argument("--activations-dir", required=True)
-    p.add_argument("--epochs", nargs="+", type=int, required=True)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--table", required=True)
-    p.add_argument("--matrices", required=True)
+    _required(p, "--activations-dir")
+    _epochs_option(p)
+    _threads_option(p, blas=False)
+    _required(p, "--table", "--matrices")
     _run_args(p)
-    p.add_argument("--settings", required=True, help="JSON {shots, trials, distance, seed}")
-    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
+    _settings_option(p, "JSON {shots, trials, distance, seed}")
+    _cache_option(p)
 
     p = _add(
         sub,
@@ -369,18 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
         "multi-class few-shot confusion vs CIFAR-10H human confusion, Spearman per layer "
         "(seed 000 §2.5)",
     )
-    p.add_argument("--activations-dir", required=True)
-    p.add_argument("--epochs", nargs="+", type=int, required=True)
+    _required(p, "--activations-dir")
+    _epochs_option(p)
     p.add_argument("--probe-file", required=True, help="the human probe set (.npz)")
-    p.add_argument("--table", required=True)
-    p.add_argument("--matrices", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument(
-        "--settings", required=True, help="JSON {shots, trials, distance, seed, permutations}"
-    )
-    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
+    _required(p, "--table", "--matrices")
+    _run_args(p, probe=False, described=False)
+    _threads_option(p, blas=False)
+    _settings_option(p, "JSON {shots, trials, distance, seed, permutations}")
+    _cache_option(p)
 
     p = _add(
         sub,
@@ -389,12 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
         "hierarchical clustering of error matrices vs "
         "coarse classes, mutual information (seed 000 §2.6)",
     )
-    p.add_argument("--matrices", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--clusters", required=True)
+    _required(p, "--matrices", "--table", "--clusters")
     _run_args(p)
-    p.add_argument("--settings", required=True, help="JSON {linkage, permutations, seed}")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+    _settings_option(p, "JSON {linkage, permutations, seed}")
+    _threads_option(p)
 
     p = _add(
         sub,
@@ -404,14 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(seed 001)",
     )
     p.add_argument("--activations-dir", required=True, help="activations of the rdm probe")
-    p.add_argument("--epochs", nargs="+", type=int, required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--rdms", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--settings", required=True, help="JSON {rdm_metric, compare}")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
-    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
+    _epochs_option(p)
+    _required(p, "--table", "--rdms")
+    _run_args(p, probe=False, described=False)
+    _settings_option(p, "JSON {rdm_metric, compare}")
+    _threads_option(p)
+    _cache_option(p)
 
     p = _add(
         sub,
@@ -422,24 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--known-dir", required=True, help="activations of the known probe")
     p.add_argument("--sample-dir", required=True, help="activations of the sample probe")
-    p.add_argument("--epochs", nargs="+", type=int, required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--settings", required=True, help="JSON {levels, probes}")
-    p.add_argument("--cache-dir", help="per-epoch result cache (omit: no cache)")
+    _epochs_option(p)
+    _required(p, "--table")
+    _run_args(p, probe=False, described=False)
+    _threads_option(p, blas=False)
+    _settings_option(p, "JSON {levels, probes}")
+    _cache_option(p)
 
     p = _add(sub, "collect", cmd_collect, "stack per-run tidy tables into one study table")
-    p.add_argument("--out", required=True)
+    _required(p, "--out")
     p.add_argument("tables", nargs="*")
 
     p = _add(sub, "figure", cmd_figure, "draw one registered figure from tables/matrices")
     p.add_argument("--name", required=True, help="figure name (registered in ssltrace.figures)")
     p.add_argument("--input", action="append", default=[], help="ROLE=PATH, repeatable")
     p.add_argument("--stem", required=True, help="output path without extension")
-    p.add_argument("--settings", required=True, help="JSON {formats, dpi, ...}")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and BLAS")
+    _settings_option(p, "JSON {formats, dpi, ...}")
+    _threads_option(p)
     return parser
 
 
@@ -464,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     # loads; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    _threads(args)  # here, so that no stage with --threads can forget it
     try:
         args.func(args)
     except _user_errors() as error:

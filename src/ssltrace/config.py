@@ -205,7 +205,9 @@ def _expected(schema: dict) -> str:
         "minLength": "of length >=",
         "minItems": "with at least this many items:",
     }
-    parts += [f"{sym} {schema[k]}" for k, sym in bounds.items() if k in schema]
+    limits = [f"{sym} {schema[k]}" for k, sym in bounds.items() if k in schema]
+    if limits:
+        parts.append(" and ".join(limits))
     if schema.get("uniqueItems"):
         parts.append("without duplicates")
     if "pattern" in schema:
@@ -227,6 +229,7 @@ def _check_semantics(cfg: dict) -> None:
     _check_split(cfg)
     _check_architecture_and_layers(cfg)
     _check_probe_sizes(cfg)
+    _check_rdm_probe(cfg)
     _check_augment(cfg)
     _check_figures(cfg)
     for method in cfg["methods"]:
@@ -266,6 +269,11 @@ def _check_paths(cfg: dict) -> None:
                 "read them as wildcards)"
             )
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if cfg[key].startswith("-"):
+            raise ConfigError(
+                f"config key '{key}' = {cfg[key]!r}: must not start with '-' (commands would "
+                "read it as an option); write ./ in front"
+            )
         if existing is not None and not existing.is_dir():
             raise ConfigError(
                 f"config key '{key}' = {cfg[key]!r}: {existing} exists and is not a directory"
@@ -284,13 +292,12 @@ def _check_augment(cfg: dict) -> None:
 def _check_method(cfg: dict, method: str) -> None:
     """Per-method params and training overrides, checked as the run would check them."""
     from ssltrace.methods import METHODS
-    from ssltrace.methods.base import resolve_params
     from ssltrace.training.engine import resolve_run
     from ssltrace.training.schedule import build_schedule
 
     run = run_settings(cfg, method, cfg["seeds"][0])
     try:
-        resolve_params(method, METHODS.get(method).defaults, run["method_params"])
+        METHODS.get(method).resolve(run["method_params"])
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(
             f"config key 'method_settings.{method}.params': {_message(exc)}"
@@ -417,6 +424,40 @@ def _check_probe_sizes(cfg: dict) -> None:
             f"config key 'fewshot.shots' = {shots}: needs fewer shots than "
             "probes.human.images_per_class"
         )
+    cap = cfg["fewshot"].get("max_per_class")
+    if cap is not None and cap <= shots:
+        raise ConfigError(
+            f"config key 'fewshot.max_per_class' = {cap}: must exceed fewshot.shots = {shots} "
+            "so that every class keeps test samples"
+        )
+    sample, n_train = cfg["probes"]["sample"], training_images(cfg)
+    if sample["n_images"] > n_train:
+        raise ConfigError(
+            f"config key 'probes.sample.n_images' = {sample['n_images']}: larger than the "
+            f"{n_train} training images of the known classes it draws from"
+        )
+
+
+def _check_rdm_probe(cfg: dict) -> None:
+    """Draw the RDM probe set on label counts alone: unknown classes or too few images fail."""
+    import numpy as np
+
+    from ssltrace.data import DATASETS
+    from ssltrace.probesets import rdm_probe_indices
+    from ssltrace.splits import default_groups
+
+    rdm, name = cfg["probes"]["rdm"], cfg["dataset"]["name"]
+    coarse_names = list(DATASETS.get(name).coarse_names)
+    if not coarse_names:
+        return
+    per_coarse = 5 * _images_per_class(cfg["dataset"], "test")
+    labels = np.repeat(np.arange(len(coarse_names)), per_coarse)
+    groups = rdm.get("groups") or default_groups(name, coarse_names)
+    try:
+        rdm_probe_indices(labels, coarse_names, groups, rdm["n_images"], rdm.get("seed", 0))
+    except ValueError as exc:
+        key = "groups" if rdm.get("groups") else "n_images"
+        raise ConfigError(f"config key 'probes.rdm.{key}': {_message(exc)}") from None
 
 
 def _images_per_class(dataset: dict, source: str) -> int:

@@ -110,12 +110,8 @@ def fewshot_run(
             errors = pairwise_prototype_errors(
                 acts[layer],
                 acts["labels"],
-                shots=settings["shots"],
-                trials=settings["trials"],
-                distance=settings["distance"],
                 max_per_class=settings.get("max_per_class"),
-                seed=settings["seed"],
-                device=settings.get("device", "auto"),
+                **_fewshot_args(settings),
             )
             mats.append(errors)
             rows.append((layer, "fewshot_error", mean_offdiagonal(errors)))
@@ -129,8 +125,7 @@ def fewshot_run(
         }
 
     results = list(per_epoch(activation_files, "fewshot", settings, compute, cache_dir, log))
-    _write(table_out, results, method, seed, probe)
-    io.save_npz(matrices_out, _stack(results, "errors"))
+    _save(results, "errors", table_out, matrices_out, (method, seed, probe))
 
 
 def human_run(
@@ -163,15 +158,7 @@ def human_run(
             raise ValueError(f"activations were not extracted from probe set {probe_path}")
         rows, mats = [], []
         for layer in layer_names(acts):
-            model = prototype_confusion(
-                acts[layer],
-                acts["labels"],
-                shots=settings["shots"],
-                trials=settings["trials"],
-                distance=settings["distance"],
-                seed=settings["seed"],
-                device=settings.get("device", "auto"),
-            )
+            model = prototype_confusion(acts[layer], acts["labels"], **_fewshot_args(settings))
             mats.append(model)
             rows += [
                 (layer, "human_spearman_offdiag", hu.compare_confusions(model, human)),
@@ -187,9 +174,8 @@ def human_run(
 
     key = {**settings, "human": human.tolist()}
     results = list(per_epoch(activation_files, "human", key, compute, cache_dir, log))
-    _write(table_out, results, method, seed, "human")
-    stacked = _stack(results, "confusion")
-    io.save_npz(matrices_out, {**stacked, "human": human, "class_names": probe["class_names"]})
+    extra = {"human": human, "class_names": probe["class_names"]}
+    _save(results, "confusion", table_out, matrices_out, (method, seed, "human"), extra)
 
 
 def clustering_run(
@@ -363,11 +349,28 @@ def geometry_run(
     io.save_table(table_out, tables.frame(table))
 
 
-def _write(table_out: Path, results, method: str, seed: int, probe: str) -> None:
+def _fewshot_args(settings: dict) -> dict:
+    """Shot-draw and distance arguments of the `analysis.fewshot` functions: both few-shot
+    drivers read them from their settings alike."""
+    return {
+        "shots": settings["shots"],
+        "trials": settings["trials"],
+        "distance": settings["distance"],
+        "seed": settings["seed"],
+        "device": settings.get("device", "auto"),
+    }
+
+
+def _save(
+    results, name: str, table_out: Path, matrices_out: Path, run: tuple, extra: dict | None = None
+) -> None:
+    """The tidy table of per-epoch results and their array `name` stacked over epochs (plus
+    `extra` arrays); run = (method, seed, probe) of the table's rows."""
     table = []
     for epoch, (rows, _) in results:
-        table += tidy(method, seed, probe, epoch, rows)
+        table += tidy(*run, epoch, rows)
     io.save_table(table_out, tables.frame(table))
+    io.save_npz(matrices_out, {**_stack(results, name), **(extra or {})})
 
 
 def _stack(results, name: str) -> dict[str, np.ndarray]:

@@ -185,20 +185,15 @@ def pairwise_prototype_errors(
         float64 [C, C]: E[a, b] = mean over trials of the fraction of class-a test samples
         nearer prototype b than prototype a (ties count half); diagonal 0.
     """
-    x = _check_features(features, distance)
-    plan = draw_shots(_check_labels(labels, len(x)), shots, trials, max_per_class, seed)
-    return _pairwise_errors(x, plan, distance, device)
+    x, plan = _features_and_shots(features, labels, distance, shots, trials, max_per_class, seed)
+    return _measure(x, plan, distance, device, "sign")
 
 
 def pairwise_errors_for_plan(
     features, plan: ShotPlan, distance: str = "sqeuclidean", device="auto"
 ) -> np.ndarray:
     """`pairwise_prototype_errors` for given shots (a `ShotPlan` from `draw_shots` or by hand)."""
-    return _pairwise_errors(_check_features(features, distance), plan, distance, device)
-
-
-def _pairwise_errors(x: torch.Tensor, plan: ShotPlan, distance: str, device) -> np.ndarray:
-    return _errors_from_signs(_mean_over_tests(x, plan, distance, device, "sign"))
+    return _measure(_check_features(features, distance), plan, distance, device, "sign")
 
 
 def _errors_from_signs(mean_sign: np.ndarray) -> np.ndarray:
@@ -225,20 +220,34 @@ def prototype_confusion(
     to each class, averaged over trials, so every row sums to 1. The shots are exactly those
     `pairwise_prototype_errors` draws with the same arguments.
     """
-    x = _check_features(features, distance)
-    plan = draw_shots(_check_labels(labels, len(x)), shots, trials, max_per_class, seed)
-    return _confusion(x, plan, distance, device)
+    x, plan = _features_and_shots(features, labels, distance, shots, trials, max_per_class, seed)
+    return _measure(x, plan, distance, device, "nearest")
 
 
 def confusion_for_plan(
     features, plan: ShotPlan, distance: str = "sqeuclidean", device="auto"
 ) -> np.ndarray:
     """`prototype_confusion` for given shots."""
-    return _confusion(_check_features(features, distance), plan, distance, device)
+    return _measure(_check_features(features, distance), plan, distance, device, "nearest")
 
 
-def _confusion(x: torch.Tensor, plan: ShotPlan, distance: str, device) -> np.ndarray:
-    return _mean_over_tests(x, plan, distance, device, "nearest")
+def _features_and_shots(
+    features, labels, distance: str, shots: int, trials: int, max_per_class, seed
+) -> tuple[torch.Tensor, ShotPlan]:
+    """Checked features and the shots drawn for them: every entry point that draws goes
+    through here, so pairwise errors, confusions and the plain loop see the same shots."""
+    x = _check_features(features, distance)
+    return x, draw_shots(_check_labels(labels, len(x)), shots, trials, max_per_class, seed)
+
+
+def _measure(x: torch.Tensor, plan: ShotPlan, distance: str, device, rule: str) -> np.ndarray:
+    """Pairwise errors (rule 'sign') or the confusion ('nearest') of the shots of `plan`."""
+    return _result(_mean_over_tests(x, plan, distance, device, rule), rule)
+
+
+def _result(mean: np.ndarray, rule: str) -> np.ndarray:
+    """Mean weights as the public functions return them (also for the float64 reference)."""
+    return _errors_from_signs(mean) if rule == "sign" else mean
 
 
 def mean_offdiagonal(matrix) -> float:
@@ -263,9 +272,8 @@ def pairwise_prototype_errors_loop(
     Draws exactly the shots `pairwise_prototype_errors` draws (same `draw_shots` call) and
     computes each distance directly, so the two must agree; used by tests and the benchmark.
     """
-    x = _check_features(features, distance).double().cpu().numpy()
-    plan = draw_shots(_check_labels(labels, len(x)), shots, trials, max_per_class, seed)
-    x = x[plan.rows]
+    x, plan = _features_and_shots(features, labels, distance, shots, trials, max_per_class, seed)
+    x = x.double().cpu().numpy()[plan.rows]
     n_classes = len(plan.classes)
     errors = np.zeros((n_classes, n_classes))
     for t in range(plan.n_trials):
@@ -727,7 +735,7 @@ def _float64_weights(scores: torch.Tensor, own_score: torch.Tensor, rule: str) -
 def _float64_reference(x, plan: ShotPlan, distance: str, rule: str, device="cpu") -> np.ndarray:
     """Pairwise errors (rule 'sign') or confusion ('nearest') computed in float64 throughout."""
     mean = _float64_mean_over_tests(_check_features(x, distance), plan, distance, device, rule)
-    return _errors_from_signs(mean) if rule == "sign" else mean
+    return _result(mean, rule)
 
 
 def _scores(x: torch.Tensor, prototypes: torch.Tensor, distance: str) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 from ssltrace import io
 from ssltrace.data import download as dl
 from ssltrace.data import synthetic
-from ssltrace.data.cifar import read_cifar100
+from ssltrace.data.cifar import CIFAR100_COARSE_NAMES, read_cifar100
 from ssltrace.data.cifar10h import cifar10h_human
 from ssltrace.data.download import (
     CIFAR10_ARCHIVE,
@@ -38,6 +38,7 @@ class DataSource:
     description: str  # one line, for `ssltrace list`
     build: Callable[..., dict[str, np.ndarray]]  # build(paths, **options)
     files: tuple[RemoteFile, ...] = ()
+    coarse_names: tuple[str, ...] = ()  # known without the data, for config checks
 
     def options(self) -> list[str]:
         params = list(inspect.signature(self.build).parameters.values())[1:]
@@ -52,6 +53,7 @@ DATASETS.register("cifar100")(
         "CIFAR-100: 50k train / 10k test 32x32 images, 100 fine classes in 20 coarse ones",
         lambda paths: read_cifar100(paths[CIFAR100_ARCHIVE.filename]),
         (CIFAR100_ARCHIVE,),
+        CIFAR100_COARSE_NAMES,
     )
 )
 
@@ -64,6 +66,7 @@ DATASETS.register("synthetic")(
     DataSource(
         "offline textures in CIFAR-100's shape: 20 texture families x 5 parameter values",
         _synthetic,
+        coarse_names=tuple(synthetic.class_names()[1]),
     )
 )
 HUMAN_SETS.register("cifar10h")(

@@ -37,15 +37,9 @@ def dendrograms(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     _check_best(best, methods, inputs)
     trees = {m: _first_seed_linkage(runs, m, best.loc[m, "layer"]) for m in methods}
 
-    style.setup()
     n_classes = len(next(iter(trees.values()))[1]["class_names"])
-    fig, axes = plt.subplots(
-        1,
-        len(methods),
-        figsize=(3.2 * len(methods) + 1.5, max(3.0, 0.16 * n_classes + 1.4)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    figsize = (3.2 * len(methods) + 1.5, max(3.0, 0.16 * n_classes + 1.4))
+    fig, axes = style.panels(1, len(methods), figsize)
     colours = style.method_palette(methods)
     for ax, method in zip(axes[0], methods, strict=True):
         linkage, meta, epoch, seed = trees[method]
@@ -137,7 +131,6 @@ def correspondence(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     the clustering stage), so a strong diagonal means clusters recover the coarse classes.
     Inputs `table` (clustering.tsv) and `clusters:METHOD:SEED`. Settings `methods`.
     """
-    import matplotlib.pyplot as plt
 
     runs = readers.run_inputs(inputs, "clusters")
     best = best_layers(inputs, settings, "mi_bits")
@@ -151,16 +144,9 @@ def correspondence(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         panels[method] = (mean[meta["layers"].tolist().index(layer)], meta, epoch, n_seeds)
     vmax = max(float(np.nanmax(p[0])) for p in panels.values())
 
-    style.setup()
     k = len(next(iter(panels.values()))[1]["coarse_names"])
     size = max(2.6, 0.35 * k + 1.0)
-    fig, axes = plt.subplots(
-        1,
-        len(methods),
-        figsize=(size * len(methods) + 1.0, size + 1.3),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = style.panels(1, len(methods), (size * len(methods) + 1.0, size + 1.3))
     colours = style.method_palette(methods)
     for ax, method in zip(axes[0], methods, strict=True):
         matrix, meta, epoch, n_seeds = panels[method]

@@ -15,7 +15,6 @@ def fewshot_error_matrices(inputs: dict, stem: Path, settings: dict) -> list[Pat
 
     Inputs `errors:METHOD:SEED` (fewshot `_errors.npz`). Settings `methods`, `matrix_layers`.
     """
-    import matplotlib.pyplot as plt
 
     runs = readers.run_inputs(inputs, "errors")
     methods = readers.chosen_methods(settings, (m for m, _ in runs))
@@ -37,15 +36,9 @@ def fewshot_error_matrices(inputs: dict, stem: Path, settings: dict) -> list[Pat
         shown[method] = (picked, epoch, n_seeds)
     vmin, vmax = matrixplot.shared_limits([p for p, _, _ in shown.values()])
 
-    style.setup()
     size = 2.4
-    fig, axes = plt.subplots(
-        len(methods),
-        len(layers),
-        figsize=(size * len(layers) + 1.2, size * len(methods) + 0.8),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    figsize = (size * len(layers) + 1.2, size * len(methods) + 0.8)
+    fig, axes = style.panels(len(methods), len(layers), figsize)
     colours = style.method_palette(methods)
     for r, method in enumerate(methods):
         picked, epoch, n_seeds = shown[method]

@@ -38,7 +38,20 @@ def _levels(data: pd.DataFrame) -> list[str]:
 
 
 def _note(data: pd.DataFrame) -> str:
-    return style.seeds_note(int(data.groupby("method")["seed"].nunique().max()))
+    return style.seeds_note(style.seed_count(data))
+
+
+def _deep_layer_levels(inputs: dict, metrics: list[str], settings: dict):
+    """What the line figures along training share: the rows of `metrics` at the deep layer,
+    that layer, its label levels and the method colours."""
+    data, layer = readers.deep_layer_rows(inputs, metrics, settings)
+    colours = style.method_palette(style.ordered_methods(data["method"]))
+    return data, layer, _levels(data), colours
+
+
+def _level_panels(rows: int, levels: list[str], height: float, **share):
+    """One column of panels per label level, sharing the epoch axis."""
+    return style.panels(rows, len(levels), (3.2 * len(levels) + 1.6, height), sharex=True, **share)
 
 
 @FIGURES.register("geometry_accuracy")
@@ -47,25 +60,9 @@ def geometry_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 
     Input `table` (geometry.tsv). Settings `deep_layer`, `linear_probe`.
     """
-    import matplotlib.pyplot as plt
-
     linear = linear_metric(settings)
-    data = readers.read_metrics(inputs, ["ncc_test", linear])
-    order = readers.layer_order(settings, data["layer"])
-    layer = readers.early_deep(settings, order)[1]
-    data = data[data["layer"] == layer]
-    levels = _levels(data)
-    colours = style.method_palette(style.ordered_methods(data["method"]))
-    style.setup()
-    fig, axes = plt.subplots(
-        2,
-        len(levels),
-        figsize=(3.2 * len(levels) + 1.6, 5.2),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-        constrained_layout=True,
-    )
+    data, layer, levels, colours = _deep_layer_levels(inputs, ["ncc_test", linear], settings)
+    fig, axes = _level_panels(2, levels, 5.2, sharey=True)
     for r, (metric, name) in enumerate(
         (("ncc_test", "NCC"), (linear, PROBES[linear.removeprefix("linear_")]))
     ):
@@ -92,23 +89,8 @@ def cdnv_vs_epoch(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 
     Input `table` (geometry.tsv, metric `cdnv`). Settings `deep_layer`.
     """
-    import matplotlib.pyplot as plt
-
-    data = readers.read_metrics(inputs, ["cdnv"])
-    order = readers.layer_order(settings, data["layer"])
-    layer = readers.early_deep(settings, order)[1]
-    data = data[data["layer"] == layer]
-    levels = _levels(data)
-    colours = style.method_palette(style.ordered_methods(data["method"]))
-    style.setup()
-    fig, axes = plt.subplots(
-        1,
-        len(levels),
-        figsize=(3.2 * len(levels) + 1.6, 3.0),
-        squeeze=False,
-        sharex=True,
-        constrained_layout=True,
-    )
+    data, layer, levels, colours = _deep_layer_levels(inputs, ["cdnv"], settings)
+    fig, axes = _level_panels(1, levels, 3.0)
     for ax, level in zip(axes[0], levels, strict=True):
         rows = data[data["probe"] == level]
         style.mean_sd_lines(ax, rows, "epoch", colours, marker=".", log=True)
@@ -130,8 +112,6 @@ def geometry_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     early). The ratio is taken per run, epoch and layer, then averaged over seeds.
     Input `table` (geometry.tsv). Settings `epochs`, `linear_probe`.
     """
-    import matplotlib.pyplot as plt
-
     linear = linear_metric(settings)
     data = readers.read_metrics(inputs, [linear])
     missing = {"fine", "coarse"} - set(data["probe"])
@@ -151,20 +131,12 @@ def geometry_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     trained = data[data["epoch"] > 0]["epoch"] if (data["epoch"] > 0).any() else data["epoch"]
     epochs = readers.chosen_epochs(settings, set(trained) | {0})
 
-    style.setup()
     columns = [
         ("fine", "Fine-class accuracy\n(fraction)"),
         ("coarse", "Coarse-class accuracy\n(fraction)"),
         ("ratio", "Fine / coarse accuracy\n(ratio)"),
     ]
-    fig, axes = plt.subplots(
-        len(methods),
-        3,
-        figsize=(10.5, 2.5 * len(methods) + 0.6),
-        squeeze=False,
-        sharex=True,
-        constrained_layout=True,
-    )
+    fig, axes = style.panels(len(methods), 3, (10.5, 2.5 * len(methods) + 0.6), sharex=True)
     for r, method in enumerate(methods):
         runs = wide[(wide["method"] == method) & wide["epoch"].isin(epochs)]
         shown = sorted(set(runs["epoch"]))

@@ -18,7 +18,6 @@ def human_confusion(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     the comparison is about which wrong classes are chosen, and correct answers would swamp
     the colour scale. Inputs `table` (human.tsv) and `confusion:METHOD:SEED`. Settings `methods`.
     """
-    import matplotlib.pyplot as plt
 
     runs = readers.run_inputs(inputs, "confusion")
     best = best_layers(inputs, settings, "human_spearman_offdiag")
@@ -41,9 +40,8 @@ def human_confusion(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         layer = best.loc[method, "layer"]
         panels[method] = (mean[meta["layers"].tolist().index(layer)], layer, epoch, n_seeds)
 
-    style.setup()
     n = len(methods) + 1
-    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.6), squeeze=False, constrained_layout=True)
+    fig, axes = style.panels(1, n, (3.0 * n, 3.6))
     colours = style.method_palette(methods)
     shown = [("human", human, "Human (CIFAR-10H)", "black")]
     for method in methods:

@@ -17,41 +17,35 @@ LABELS = {
 }
 
 
-@FIGURES.register("fewshot_error_vs_layer")
-def fewshot_error_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
-    """Seed 000 Fig. 5: mean pairwise few-shot error per layer and method."""
-    return metric_vs_layer(
-        inputs,
-        "fewshot_error",
-        stem,
-        settings,
-        "Few-shot error vs layer, final epoch (seed 000 Fig. 5)",
-    )
+def _layer_figure(name: str, metric: str, title: str, zero_line: bool = False):
+    """Register the `metric_vs_layer` figure of one metric as `name`: the figures differ only
+    in metric and title."""
+
+    def draw(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+        return metric_vs_layer(inputs, metric, stem, settings, title, zero_line)
+
+    draw.__name__ = draw.__qualname__ = name
+    draw.__doc__ = title
+    return FIGURES.register(name)(draw)
 
 
-@FIGURES.register("mi_vs_layer")
-def mi_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
-    """Seed 000 Fig. 8: mutual information of clusters with coarse classes per layer."""
-    return metric_vs_layer(
-        inputs,
-        "mi_bits",
-        stem,
-        settings,
-        "Clusters vs coarse classes by layer, final epoch (seed 000 Fig. 8)",
-    )
-
-
-@FIGURES.register("spearman_vs_layer")
-def spearman_vs_layer(inputs: dict, stem: Path, settings: dict) -> list[Path]:
-    """Seed 000 Fig. 10: Spearman correlation of model and human confusions per layer."""
-    return metric_vs_layer(
-        inputs,
-        "human_spearman_offdiag",
-        stem,
-        settings,
-        "Model–human confusion similarity vs layer, final epoch (seed 000 Fig. 10)",
-        zero_line=True,
-    )
+# Seed 000 Figs. 5, 8 and 10. A zero line for the correlation, whose sign matters.
+fewshot_error_vs_layer = _layer_figure(
+    "fewshot_error_vs_layer",
+    "fewshot_error",
+    "Few-shot error vs layer, final epoch (seed 000 Fig. 5)",
+)
+mi_vs_layer = _layer_figure(
+    "mi_vs_layer",
+    "mi_bits",
+    "Clusters vs coarse classes by layer, final epoch (seed 000 Fig. 8)",
+)
+spearman_vs_layer = _layer_figure(
+    "spearman_vs_layer",
+    "human_spearman_offdiag",
+    "Model–human confusion similarity vs layer, final epoch (seed 000 Fig. 10)",
+    zero_line=True,
+)
 
 
 def metric_vs_layer(
@@ -69,9 +63,8 @@ def metric_vs_layer(
     style.layer_axis(ax, layers)
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title)
-    n_seeds = int(data.groupby("method")["seed"].nunique().max())
     ax.legend(
-        title=f"Method ({style.seeds_note(n_seeds)})",
+        title=f"Method ({style.seeds_note(style.seed_count(data))})",
         frameon=False,
         fontsize=8,
         bbox_to_anchor=(1.02, 1),

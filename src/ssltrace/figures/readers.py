@@ -134,6 +134,16 @@ def early_deep(settings: dict, order: Sequence[str]) -> tuple[str, str]:
     return early, deep
 
 
+def deep_layer_rows(
+    inputs: dict, metrics: Sequence[str], settings: dict
+) -> tuple[pd.DataFrame, str]:
+    """Rows of `metrics` (`read_metrics`) at the deep layer of `early_deep`, and that layer:
+    the figures along training show one layer, not all."""
+    data = read_metrics(inputs, metrics)
+    layer = early_deep(settings, layer_order(settings, data["layer"]))[1]
+    return data[data["layer"] == layer], layer
+
+
 def matrix_layers(settings: dict, order: Sequence[str]) -> list[str]:
     """Layers of the matrix figures: settings or an early, a middle and the deep layer."""
     early, deep = early_deep(settings, order)

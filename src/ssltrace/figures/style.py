@@ -98,6 +98,16 @@ def setup() -> None:
     plt.rcParams.update({"figure.dpi": 100, "axes.titlesize": "medium", "pdf.fonttype": 42})
 
 
+def panels(rows: int, columns: int, figsize: tuple[float, float], **share):
+    """(fig, axes) in the study style: axes always 2-D, so panel code indexes a single row or
+    column like any other grid, and a constrained layout, so titles, colour bars and outside
+    legends do not overlap. `share`: sharex / sharey."""
+    setup()
+    return plt.subplots(
+        rows, columns, figsize=figsize, squeeze=False, constrained_layout=True, **share
+    )
+
+
 def summarise(data: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Mean, SD and number of seeds of `value` per `by` (SD is NaN for a single seed)."""
     stats = data.groupby(list(by), sort=False)["value"].agg(["mean", "std", "count"])
@@ -186,6 +196,11 @@ def method_legend(fig_or_ax, colour_of: dict, title: str = "Method", **kwargs) -
     handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colour_of.items()]
     kwargs.setdefault("frameon", False)
     fig_or_ax.legend(handles=handles, title=title, **kwargs)
+
+
+def seed_count(data: pd.DataFrame) -> int:
+    """The most seeds any method has in `data` (what a legend's seed note reports)."""
+    return int(data.groupby("method")["seed"].nunique().max())
 
 
 def seeds_note(n_seeds: int) -> str:

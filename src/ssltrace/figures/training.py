@@ -47,21 +47,13 @@ def training_curves(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     Inputs `log:METHOD:SEED` (runs/{method}/seed{seed}/train_log.tsv). Each method has its own
     y axis: the objectives are on different scales.
     """
-    import matplotlib.pyplot as plt
 
     data = read_logs(inputs, ["loss"])
     methods = style.ordered_methods(data["method"])
     colours = style.method_palette(methods)
     n_cols = min(4, len(methods))
     n_rows = int(np.ceil(len(methods) / n_cols))
-    style.setup()
-    fig, axes = plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=(2.9 * n_cols, 2.4 * n_rows + 0.5),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = style.panels(n_rows, n_cols, (2.9 * n_cols, 2.4 * n_rows + 0.5))
     for ax, method in zip(axes.flat, methods, strict=False):
         rows = data[data["method"] == method]
         for _seed, run in rows.groupby("seed"):
@@ -73,7 +65,7 @@ def training_curves(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         sns.despine(ax=ax)
     for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
-    n_seeds = int(data.groupby("method")["seed"].nunique().max())
+    n_seeds = style.seed_count(data)
     fig.suptitle(f"Training curves: thin lines single seeds, bold {style.seeds_note(n_seeds)}")
     return style.save(fig, stem, *readers.formats(settings))
 
@@ -90,23 +82,12 @@ def loss_and_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 
     logs = read_logs(inputs, list(PARTS))
     linear = linear_metric(settings)
-    accuracy = readers.read_metrics(inputs, [linear])
-    order = readers.layer_order(settings, accuracy["layer"])
-    layer = readers.early_deep(settings, order)[1]
-    accuracy = accuracy[accuracy["layer"] == layer]
+    accuracy, layer = readers.deep_layer_rows(inputs, [linear], settings)
     methods = style.ordered_methods(logs["method"])
     colours = style.method_palette(methods)
     levels = [lv for lv in LEVELS if lv in set(accuracy["probe"])]
 
-    style.setup()
-    fig, axes = plt.subplots(
-        len(methods),
-        2,
-        figsize=(8.0, 2.4 * len(methods) + 0.6),
-        squeeze=False,
-        sharex=True,
-        constrained_layout=True,
-    )
+    fig, axes = style.panels(len(methods), 2, (8.0, 2.4 * len(methods) + 0.6), sharex=True)
     for r, method in enumerate(methods):
         colour = {method: colours[method]}
         left, right = axes[r]
@@ -145,6 +126,6 @@ def loss_and_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             loc="upper center",
             bbox_to_anchor=(0.5, -0.3),
         )
-    n_seeds = int(logs.groupby("method")["seed"].nunique().max())
+    n_seeds = style.seed_count(logs)
     fig.suptitle(f"Loss parts and linear accuracy, {style.seeds_note(n_seeds)} (seed 004 Fig. 3)")
     return style.save(fig, stem, *readers.formats(settings))

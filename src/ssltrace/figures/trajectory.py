@@ -25,8 +25,10 @@ def rdm_units(settings: dict) -> str:
     return RDM_UNITS.get(settings.get("rdm_metric", "correlation"), "RDM units")
 
 
-def _seed_count(data) -> int:
-    return int(data.groupby("method")["seed"].nunique().max())
+def _early_and_deep(settings: dict, data) -> list[str]:
+    """The early and the deep layer of `data`, once each where settings make them one."""
+    order = readers.layer_order(settings, data["layer"])
+    return list(dict.fromkeys(readers.early_deep(settings, order)))
 
 
 @FIGURES.register("rdm_stability")
@@ -36,22 +38,12 @@ def rdm_stability(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     Input `table` (trajectory.tsv, metrics `rdm_stability_*`). Settings `early_layer`,
     `deep_layer`. One row of panels per comparison measure in the table.
     """
-    import matplotlib.pyplot as plt
-
     data = readers.read_prefixed(inputs, "rdm_stability_")
-    order = readers.layer_order(settings, data["layer"])
-    layers = list(dict.fromkeys(readers.early_deep(settings, order)))
+    layers = _early_and_deep(settings, data)
     measures = [m for m in dict.fromkeys(data["metric"])]
     colours = style.method_palette(style.ordered_methods(data["method"]))
-    style.setup()
-    fig, axes = plt.subplots(
-        len(measures),
-        len(layers),
-        figsize=(3.6 * len(layers) + 1.6, 2.8 * len(measures)),
-        squeeze=False,
-        sharex=True,
-        constrained_layout=True,
-    )
+    figsize = (3.6 * len(layers) + 1.6, 2.8 * len(measures))
+    fig, axes = style.panels(len(measures), len(layers), figsize, sharex=True)
     for r, measure in enumerate(measures):
         how = measure.removeprefix("rdm_stability_")
         for c, layer in enumerate(layers):
@@ -65,7 +57,7 @@ def rdm_stability(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     style.method_legend(
         fig,
         colours,
-        title=f"Method\n({style.seeds_note(_seed_count(data))})",
+        title=f"Method\n({style.seeds_note(style.seed_count(data))})",
         loc="outside right upper",
     )
     fig.suptitle("Epoch-to-epoch RDM stability (seed 001 Fig. 1)")
@@ -83,20 +75,11 @@ def category_dissimilarity(inputs: dict, stem: Path, settings: dict) -> list[Pat
 
     within = readers.read_prefixed(inputs, "within_dissimilarity/")
     between = readers.read_prefixed(inputs, "between_dissimilarity/")
-    order = readers.layer_order(settings, within["layer"])
-    layers = list(dict.fromkeys(readers.early_deep(settings, order)))
+    layers = _early_and_deep(settings, within)
     groups = list(dict.fromkeys(within["metric"].str.split("/", n=1).str[1]))
     colours = style.method_palette(style.ordered_methods(within["method"]))
-    style.setup()
-    fig, axes = plt.subplots(
-        len(layers),
-        len(groups),
-        figsize=(2.8 * len(groups) + 1.8, 2.6 * len(layers)),
-        squeeze=False,
-        sharex=True,
-        sharey="row",
-        constrained_layout=True,
-    )
+    figsize = (2.8 * len(groups) + 1.8, 2.6 * len(layers))
+    fig, axes = style.panels(len(layers), len(groups), figsize, sharex=True, sharey="row")
     for r, layer in enumerate(layers):
         for c, group in enumerate(groups):
             ax = axes[r, c]
@@ -115,7 +98,7 @@ def category_dissimilarity(inputs: dict, stem: Path, settings: dict) -> list[Pat
     ]
     fig.legend(
         handles=handles,
-        title=f"({style.seeds_note(_seed_count(within))})",
+        title=f"({style.seeds_note(style.seed_count(within))})",
         loc="outside right upper",
         frameon=False,
     )
@@ -130,7 +113,6 @@ def rdm_snapshots(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     Inputs `rdms:METHOD:SEED` (trajectory `_rdms.npz`); the mean over seeds is shown (all seeds
     see the same probe images). Settings `methods`, `epochs`, `deep_layer`.
     """
-    import matplotlib.pyplot as plt
 
     runs = readers.run_inputs(inputs, "rdms")
     methods = readers.chosen_methods(settings, (m for m, _ in runs))
@@ -154,15 +136,9 @@ def rdm_snapshots(inputs: dict, stem: Path, settings: dict) -> list[Path]:
             panels[method, epoch] = (matrixplot.offdiagonal(rdm), n_seeds)
     vmin, vmax = matrixplot.shared_limits([p for p, _ in panels.values()], robust=True)
 
-    style.setup()
     size = 2.0
-    fig, axes = plt.subplots(
-        len(methods),
-        len(epochs),
-        figsize=(size * len(epochs) + 1.4, size * len(methods) + 0.8),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    figsize = (size * len(epochs) + 1.4, size * len(methods) + 0.8)
+    fig, axes = style.panels(len(methods), len(epochs), figsize)
     colours = style.method_palette(methods)
     image = None
     # Group names under the lowest drawn panel of each column (late epochs lack `untrained`).

@@ -7,7 +7,7 @@ backbone out_dim) and `proj_dim` (2048).
 from __future__ import annotations
 
 from ssltrace.losses import barlow_twins_loss
-from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+from ssltrace.methods.base import METHODS, Method, make_head
 
 
 @METHODS.register("barlow_twins")
@@ -15,9 +15,10 @@ class BarlowTwins(Method):
     name = "barlow_twins"
     defaults = {"lambd": 5e-3, "proj_hidden_dim": None, "proj_dim": 2048}
 
+    positive = ("lambd", "proj_dim")
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
-        require_positive(self.name, self.params, "lambd", "proj_dim")
         self.head = make_head(
             backbone.out_dim, self.params["proj_hidden_dim"], self.params["proj_dim"]
         )

@@ -29,12 +29,25 @@ class Method(nn.Module):
     uses_labels: ClassVar[bool] = False
     trains: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
+    # Parameter ranges, checked by `resolve` (config validation) before any model is built.
+    positive: ClassVar[tuple[str, ...]] = ()  # > 0 (None passes: a default width)
+    non_negative: ClassVar[tuple[str, ...]] = ()
+    unit_interval: ClassVar[tuple[str, ...]] = ()  # in [0, 1] (momentum coefficients)
+
+    @classmethod
+    def resolve(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Defaults overridden by `params`, with key, type and range errors naming the key."""
+        resolved = resolve_params(cls.name, cls.defaults, params)
+        require_positive(cls.name, resolved, *cls.positive)
+        require_non_negative(cls.name, resolved, *cls.non_negative)
+        require_unit_interval(cls.name, resolved, *cls.unit_interval)
+        return resolved
 
     def __init__(self, backbone: nn.Module, params: Mapping[str, Any] | None, n_classes: int):
         super().__init__()
         if not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
-        self.params = resolve_params(self.name, self.defaults, params)
+        self.params = self.resolve(params)
         self.n_classes = n_classes
         self.backbone = backbone
 
@@ -116,6 +129,14 @@ def require_positive(method: str, params: Mapping[str, Any], *keys: str) -> None
         value = params[key]
         if value is not None and not value > 0:
             raise ValueError(f"method_params {key!r} of {method!r} must be > 0, got {value!r}")
+
+
+def require_non_negative(method: str, params: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        if not params[key] >= 0:
+            raise ValueError(
+                f"method_params {key!r} of {method!r} must be >= 0, got {params[key]!r}"
+            )
 
 
 def require_unit_interval(method: str, params: Mapping[str, Any], *keys: str) -> None:

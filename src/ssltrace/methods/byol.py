@@ -20,8 +20,6 @@ from ssltrace.methods.base import (
     forward_views,
     frozen_copy,
     make_head,
-    require_positive,
-    require_unit_interval,
 )
 
 
@@ -36,11 +34,12 @@ class BYOL(Method):
         "final_momentum": 1.0,
     }
 
+    positive = ("proj_hidden_dim", "proj_dim", "pred_hidden_dim")
+    unit_interval = ("base_momentum", "final_momentum")
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
-        require_positive(self.name, p, "proj_hidden_dim", "proj_dim", "pred_hidden_dim")
-        require_unit_interval(self.name, p, "base_momentum", "final_momentum")
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
         self.predictor = make_head(p["proj_dim"], p["pred_hidden_dim"], p["proj_dim"])
         self.target_backbone = frozen_copy(self.backbone)

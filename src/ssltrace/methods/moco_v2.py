@@ -26,8 +26,6 @@ from ssltrace.methods.base import (
     forward_views,
     frozen_copy,
     make_head,
-    require_positive,
-    require_unit_interval,
 )
 
 
@@ -44,11 +42,12 @@ class MoCoV2(Method):
         "symmetric": True,
     }
 
+    positive = ("temperature", "queue_size", "proj_dim")
+    unit_interval = ("base_momentum", "final_momentum")
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
-        require_positive(self.name, p, "temperature", "queue_size", "proj_dim")
-        require_unit_interval(self.name, p, "base_momentum", "final_momentum")
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
         self.key_backbone = frozen_copy(self.backbone)
         self.key_head = frozen_copy(self.head)

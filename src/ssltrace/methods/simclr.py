@@ -7,7 +7,7 @@ backbone's out_dim, as in the paper) and `proj_dim` (128).
 from __future__ import annotations
 
 from ssltrace.losses import nt_xent_loss
-from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+from ssltrace.methods.base import METHODS, Method, make_head
 
 
 @METHODS.register("simclr")
@@ -15,10 +15,11 @@ class SimCLR(Method):
     name = "simclr"
     defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128}
 
+    positive = ("temperature", "proj_dim")
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
-        require_positive(self.name, p, "temperature", "proj_dim")
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
 
     def loss(self, views, labels=None):

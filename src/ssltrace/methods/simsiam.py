@@ -9,7 +9,7 @@ paper's 3-layer projector; their Table 4 shows SimSiam still learns without it).
 from __future__ import annotations
 
 from ssltrace.losses import simsiam_loss
-from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+from ssltrace.methods.base import METHODS, Method, make_head
 
 
 @METHODS.register("simsiam")
@@ -22,10 +22,11 @@ class SimSiam(Method):
         "stop_gradient": True,
     }
 
+    positive = ("proj_dim", "pred_hidden_dim")
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
-        require_positive(self.name, p, "proj_dim", "pred_hidden_dim")
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
         self.predictor = make_head(p["proj_dim"], p["pred_hidden_dim"], p["proj_dim"])
 

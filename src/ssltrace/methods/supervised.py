@@ -20,6 +20,8 @@ class Supervised(Method):
     uses_labels = True
     defaults = {"hidden_dim": None}
 
+    positive = ("hidden_dim",)
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         self.head = make_head(backbone.out_dim, self.params["hidden_dim"], n_classes)

@@ -7,7 +7,7 @@ the backbone's out_dim, `proj_dim` 128) so a `head_fc1` layer exists to compare.
 
 from __future__ import annotations
 
-from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+from ssltrace.methods.base import METHODS, Method, make_head
 
 
 @METHODS.register("untrained")
@@ -16,9 +16,10 @@ class Untrained(Method):
     trains = False
     defaults = {"proj_hidden_dim": None, "proj_dim": 128}
 
+    positive = ("proj_dim",)
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
-        require_positive(self.name, self.params, "proj_dim")
         self.head = make_head(
             backbone.out_dim, self.params["proj_hidden_dim"], self.params["proj_dim"]
         )

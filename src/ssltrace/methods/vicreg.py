@@ -7,7 +7,7 @@ defaults; `proj_hidden_dim` (null = backbone out_dim) and `proj_dim` (2048).
 from __future__ import annotations
 
 from ssltrace.losses import vicreg_loss
-from ssltrace.methods.base import METHODS, Method, make_head, require_positive
+from ssltrace.methods.base import METHODS, Method, make_head
 
 
 @METHODS.register("vicreg")
@@ -21,13 +21,12 @@ class VICReg(Method):
         "proj_dim": 2048,
     }
 
+    positive = ("proj_dim",)
+    non_negative = ("sim_coeff", "std_coeff", "cov_coeff")
+
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
-        require_positive(self.name, p, "proj_dim")
-        for key in ("sim_coeff", "std_coeff", "cov_coeff"):
-            if p[key] < 0:
-                raise ValueError(f"method_params {key!r} of 'vicreg' must be >= 0, got {p[key]}")
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
 
     def loss(self, views, labels=None):

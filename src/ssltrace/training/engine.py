@@ -33,7 +33,6 @@ from ssltrace import io
 from ssltrace.augment import AugmentConfig, Augmenter
 from ssltrace.device import resolve_device as shared_resolve_device
 from ssltrace.methods import METHODS, Method, build_method
-from ssltrace.methods.base import resolve_params
 from ssltrace.models import build_backbone
 from ssltrace.training.data import TrainingSet, load_training_set
 from ssltrace.training.optim import build_optimizer, check_optimizer_config
@@ -135,9 +134,7 @@ def resolve_run(run: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "method": run["method"],
         "seed": seed,
-        "method_params": resolve_params(
-            run["method"], method_cls.defaults, run.get("method_params")
-        ),
+        "method_params": method_cls.resolve(run.get("method_params")),
         "architecture": dict(arch),
         "train": train,
         "augment": AugmentConfig.from_dict(run.get("augment")).to_dict(),

@@ -1,0 +1,133 @@
+"""Validation on the synthetic dataset: a short SimCLR training must move the learning-
+trajectory and clustering-geometry measures (seed papers 001 and 004) the way they report.
+
+One module-scoped study runs the library's own stage functions, the ones the Snakemake rules
+call: synthetic data -> split -> probe sets -> SimCLR and untrained runs -> activations of
+every checkpoint -> RDM trajectories and clustering geometry. Training takes about a CPU
+minute, so the effects are small; the margins are binomial standard errors of the test set,
+not tuned constants.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssltrace import config as sslconfig
+from ssltrace.data import prepare_dataset
+from ssltrace.extract import extract_many
+from ssltrace.metrics import geometry_run, trajectory_run
+from ssltrace.splits import write_probe, write_split
+from ssltrace.training import train_run
+
+EPOCHS = 6
+PROBES = {
+    "rdm": {"n_images": 96, "seed": 0, "groups": None, "dataset": "synthetic"},
+    "known": {"train_per_class": 30, "test_per_class": 20, "seed": 0},
+}
+TRAIN = {
+    "epochs": EPOCHS,
+    "batch_size": 64,
+    "optimizer": {"name": "adam", "lr": 1.0e-3, "weight_decay": 1.0e-6},
+    "schedule": {"name": "cosine", "warmup_epochs": 1},
+    "device": "cpu",
+    "compile": False,
+    "threads": 2,
+}
+DEEP = ["layer4", "pool", "head_fc1"]  # where seed 004 reads its epoch curves
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def _run(method: str) -> dict:
+    return {
+        "method": method,
+        "seed": 0,
+        "architecture": {"name": "resnet18", "width": 0.125},
+        "train": TRAIN,
+        "augment": {"preset": "seed000"},
+    }
+
+
+def _prepare(root: Path) -> tuple[Path, Path, dict[str, Path]]:
+    data, split = root / "synthetic.npz", root / "split.json"
+    prepare_dataset("synthetic", root, data, train_per_class=60, test_per_class=30)
+    write_split(data, split, n_known=10, n_novel=10, seed=0)
+    probes = {kind: root / "probes" / f"{kind}.npz" for kind in PROBES}
+    for kind, options in PROBES.items():
+        write_probe(kind, data, split, probes[kind], **options)
+    return data, split, probes
+
+
+def _analyse(root: Path, method: str, probes: dict[str, Path]) -> dict[str, pd.DataFrame]:
+    epochs = sslconfig.checkpoint_epochs({"train": TRAIN, "method_settings": {}}, method)
+    ckpts = [root / method / "checkpoints" / f"epoch_{e:03d}.pt" for e in epochs]
+    acts = {k: [root / method / k / f"epoch_{e:03d}.npz" for e in epochs] for k in probes}
+    extract_many(ckpts, probes, acts, device="cpu", log=_quiet)
+    out = root / method / "metrics"
+    run = {"method": method, "seed": 0, "log": _quiet}
+    trajectory = {"rdm_metric": "correlation", "compare": ["pearson", "spearman"]}
+    trajectory_run(acts["rdm"], out / "tr.tsv", out / "tr.npz", settings=trajectory, **run)
+    geometry = {"levels": ["fine", "coarse"], "probes": [], "device": "cpu"}
+    geometry_run(acts["known"], [], out / "ge.tsv", settings=geometry, **run)
+    return {name: pd.read_csv(out / f"{name}.tsv", sep="\t") for name in ("tr", "ge")}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict[str, dict[str, pd.DataFrame]]:
+    root = tmp_path_factory.mktemp("validation")
+    data, split, probes = _prepare(root)
+    tables = {}
+    for method in ("simclr", "untrained"):
+        train_run(_run(method), data, split, root / method, log=_quiet)
+        tables[method] = _analyse(root, method, probes)
+    return tables
+
+
+def _values(table: pd.DataFrame, metric: str, epoch: int, probe: str | None = None) -> pd.Series:
+    rows = table[(table.metric == metric) & (table.epoch == epoch)]
+    if probe is not None:
+        rows = rows[rows.probe == probe]
+    return rows.set_index("layer")["value"]
+
+
+def test_rdm_stability_rises_towards_one_over_training(study):
+    """Seed 001 Fig. 1: consecutive RDMs agree more and more as training settles."""
+    table = study["simclr"]["tr"]
+    for how in ("pearson", "spearman"):
+        first = _values(table, f"rdm_stability_{how}", 1)
+        last = _values(table, f"rdm_stability_{how}", EPOCHS)
+        assert set(first.index) == set(last.index) and len(first) == 7
+        assert (last > 0.95).all(), last
+        assert (last > first).all(), pd.DataFrame({"first": first, "last": last})
+
+
+def test_untrained_run_has_no_trajectory(study):
+    assert not study["untrained"]["tr"].metric.str.startswith("rdm_stability").any()
+
+
+def test_trained_coarse_ncc_accuracy_exceeds_untrained(study):
+    """Seed 004: class centres separate the known coarse classes better after SimCLR training.
+
+    Compared on the mean over the deep layers of the held-out NCC accuracy; the margin is two
+    binomial standard errors of an accuracy on that many test images. (The fine level is not
+    asserted: a CPU minute of SimCLR leaves fine-class NCC at 0.037 vs 0.034 untrained, within
+    one standard error; see the issue-5 note.)
+    """
+    trained = _values(study["simclr"]["ge"], "ncc_test", EPOCHS, "coarse")[DEEP].mean()
+    untrained = _values(study["untrained"]["ge"], "ncc_test", 0, "coarse")[DEEP].mean()
+    n_test = 50 * PROBES["known"]["test_per_class"]
+    margin = 2 * np.sqrt(untrained * (1 - untrained) / n_test)
+    assert trained > untrained + margin, (trained, untrained, margin)
+
+
+def test_simclr_epoch_zero_is_an_untrained_network(study):
+    # Same seed, same initialisation: the untrained baseline is SimCLR's epoch 0.
+    start = _values(study["simclr"]["ge"], "ncc_test", 0, "coarse")
+    baseline = _values(study["untrained"]["ge"], "ncc_test", 0, "coarse")
+    np.testing.assert_allclose(start[DEEP[:2]], baseline[DEEP[:2]])
