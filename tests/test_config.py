@@ -144,6 +144,7 @@ INVALID = [
     ("probes.rdm.n_images", 2000, "probes.rdm.n_images"),
     ("probes.rdm.groups", {"people": ["people"]}, "probes.rdm.groups"),
     ("probes.rdm.groups", {"a": ["stripes"], "b": ["stripes"]}, "probes.rdm.groups"),
+    ("probes.rdm", {"n_images": 2000, "groups": {"a": ["stripes"]}}, "probes.rdm.n_images"),
     ("probes.sample.n_images", 400, "probes.sample.n_images"),
     ("fewshot.max_per_class", 3, "fewshot.max_per_class"),
     ("architecture.width", 0.001, "architecture.width"),

@@ -456,8 +456,10 @@ def _check_rdm_probe(cfg: dict) -> None:
     try:
         rdm_probe_indices(labels, coarse_names, groups, rdm["n_images"], rdm.get("seed", 0))
     except ValueError as exc:
-        key = "groups" if rdm.get("groups") else "n_images"
-        raise ConfigError(f"config key 'probes.rdm.{key}': {_message(exc)}") from None
+        # Size errors mention n_images; everything else is about the groups' class names.
+        message = _message(exc)
+        key = "n_images" if "n_images" in message else "groups"
+        raise ConfigError(f"config key 'probes.rdm.{key}': {message}") from None
 
 
 def _images_per_class(dataset: dict, source: str) -> int:
