@@ -7,6 +7,7 @@ is read, before a DAG is built, with one line naming the key and what is expecte
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 
@@ -294,3 +295,29 @@ def test_dry_run_driver_matches_the_snakemake_command(tmp_path):
 
     assert message(shell.stdout + shell.stderr) == message(driver["output"])
     assert needle in message(driver["output"])[0]
+
+
+def test_merge_replaces_a_mapping_that_names_another_component():
+    base = {"train": {"epochs": 5, "optimizer": {"name": "sgd", "lr": 0.6, "momentum": 0.9}}}
+    lr_only = sslconfig.deep_merge(base, {"train": {"optimizer": {"lr": 0.1}}})
+    assert lr_only["train"]["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+    adam = sslconfig.deep_merge(base, {"train": {"optimizer": {"name": "adam", "lr": 1e-3}}})
+    assert adam["train"] == {"epochs": 5, "optimizer": {"name": "adam", "lr": 1e-3}}
+
+
+def test_snakemake_merges_a_preset_that_switches_optimizer_like_check_config(tmp_path):
+    """config.yaml's SGD has `momentum`; a preset choosing Adam must not inherit it (Snakemake's
+    own merge would, and validation would then reject the preset)."""
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    preset = tmp_path / "adam.yaml"
+    preset.write_text("train: {optimizer: {name: adam, lr: 1.0e-3}}\n")
+    ci = str(ROOT / "presets/ci.yaml")
+    assert sslconfig.load(tmp_path / "config.yaml", ci, preset)["train"]["optimizer"] == {
+        "name": "adam",
+        "lr": 1e-3,
+    }
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(ROOT / "Snakefile")]
+    cmd += ["--directory", str(tmp_path), "--configfile", ci, str(preset), "--cores", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "invalid configuration" not in proc.stdout + proc.stderr

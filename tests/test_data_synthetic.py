@@ -165,10 +165,10 @@ def test_texture_predicts_coarse_class_and_colour_does_not(small):
     col = _classifier(colour_features(small["train_images"]), y)
     tex_acc = tex.score(texture_features(small["test_images"]), yt)
     col_acc = col.score(colour_features(small["test_images"]), yt)
-    # chance is 0.05; measured (seeds 0, 1): texture 0.72-0.74, colour 0.065-0.071
-    assert tex_acc > 0.6, tex_acc
+    # chance is 0.05; measured (seeds 0, 1): texture 0.92, colour 0.068-0.074
+    assert tex_acc > 0.8, tex_acc
     assert col_acc < 0.15, col_acc
-    assert tex_acc > col_acc + 0.45
+    assert tex_acc > col_acc + 0.6
 
 
 def test_fine_classes_cluster_within_their_coarse_class(small):
@@ -179,9 +179,9 @@ def test_fine_classes_cluster_within_their_coarse_class(small):
     dist = np.linalg.norm(means[:, None] - means[None], axis=-1)
     f2c = small["fine_to_coarse"]
     same = (f2c[:, None] == f2c[None]) & ~np.eye(N_FINE, dtype=bool)
-    assert dist[same].mean() < 0.6 * dist[f2c[:, None] != f2c[None]].mean()
+    assert dist[same].mean() < 0.5 * dist[f2c[:, None] != f2c[None]].mean()  # measured 0.38
     nearest = np.where(np.eye(N_FINE, dtype=bool), np.inf, dist).argmin(1)
-    assert np.mean(f2c[nearest] == f2c) >= 0.7  # measured 0.85; chance 4/99
+    assert np.mean(f2c[nearest] == f2c) >= 0.8  # measured 0.90; chance 4/99
 
 
 def test_fine_errors_fall_mostly_within_the_coarse_class(small):
@@ -190,8 +190,8 @@ def test_fine_errors_fall_mostly_within_the_coarse_class(small):
     truth = small["test_fine"]
     wrong = pred != truth
     f2c = small["fine_to_coarse"]
-    assert 0.2 < 1 - wrong.mean() < 0.95  # measured ~0.4: learnable, harder than coarse
-    assert np.mean(f2c[pred[wrong]] == f2c[truth[wrong]]) > 0.5  # measured 0.64-0.66; chance 4/99
+    assert 0.2 < 1 - wrong.mean() < 0.9  # measured 0.71: learnable, harder than coarse
+    assert np.mean(f2c[pred[wrong]] == f2c[truth[wrong]]) > 0.75  # measured 0.90-0.91; chance 4/99
 
 
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -233,7 +233,7 @@ def test_coarse_structure_survives_small_crops_and_augmentation(small):
     assert not np.array_equal(train[:10], small["train_images"][:10])
     model = _classifier(texture_features(train), small["train_coarse"])
     acc = model.score(texture_features(test), small["test_coarse"])
-    assert acc > 0.25, acc  # measured 0.39-0.40; chance 0.05
+    assert acc > 0.45, acc  # measured 0.60-0.62; chance 0.05
 
 
 # ----------------------------------------------------------------------------- human set
@@ -271,9 +271,9 @@ def test_human_pairs_are_confusable_in_the_images_and_tied_to_human_answers(huma
     labels = human["labels"]
     pred, wrong = proba.argmax(1), proba.argmax(1) != labels
     assert 0.6 < 1 - wrong.mean() < 0.97
-    assert np.mean(pred[wrong] // 2 == labels[wrong] // 2) > 0.6  # measured ~0.8; chance 1/9
+    assert np.mean(pred[wrong] // 2 == labels[wrong] // 2) > 0.8  # measured 0.99-1.0; chance 1/9
     # image level: images people call the partner class more often look more like it
     rows = np.arange(len(labels))
     human_partner = human["human_counts"][rows, labels ^ 1] / human["human_counts"].sum(1)
     rho = spearmanr(proba[rows, labels ^ 1], human_partner).statistic
-    assert rho > 0.25, rho  # measured 0.33-0.34
+    assert rho > 0.4, rho  # measured 0.58-0.59

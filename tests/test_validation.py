@@ -1,11 +1,18 @@
-"""Validation on the synthetic dataset: a short SimCLR training must move the learning-
-trajectory and clustering-geometry measures (seed papers 001 and 004) the way they report.
+"""Validation on the synthetic dataset: a short SimCLR training must move the few-shot
+clustering, learning-trajectory and clustering-geometry measures (seed papers 000, 001 and
+004) the way they report.
 
 One module-scoped study runs the library's own stage functions, the ones the Snakemake rules
 call: synthetic data -> split -> probe sets -> SimCLR and untrained runs -> activations of
-every checkpoint -> RDM trajectories and clustering geometry. Training takes about a CPU
-minute, so the effects are small; the margins are binomial standard errors of the test set,
-not tuned constants.
+every checkpoint -> few-shot errors and their clustering, RDM trajectories and clustering
+geometry. Training takes about a CPU minute, so the effects are modest; the margins are
+standard errors of the measure (binomial for accuracies, the permutation null's spread for
+mutual information), not tuned constants.
+
+Training settings for a CPU minute: Adam at 3e-3 and crops of at least 25% of the image (the
+seed-000 preset's 8% crops learn more slowly). Measured on three data/training seeds (0, 1, 2)
+with the script of the issue-4/5 note, mean MI over layer2..head_fc1 rose by 0.26 to 0.49 bits
+and fine NCC by 0.02 (3 SE).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import pandas as pd
 import pytest
 
 from ssltrace import config as sslconfig
+from ssltrace.analysis.clustering import mutual_information_bits
 from ssltrace.data import prepare_dataset
 from ssltrace.extract import extract_many
-from ssltrace.metrics import geometry_run, trajectory_run
+from ssltrace.metrics import clustering_run, fewshot_run, geometry_run, trajectory_run
 from ssltrace.splits import write_probe, write_split
 from ssltrace.training import train_run
 
@@ -27,11 +35,12 @@ EPOCHS = 6
 PROBES = {
     "rdm": {"n_images": 96, "seed": 0, "groups": None, "dataset": "synthetic"},
     "known": {"train_per_class": 30, "test_per_class": 20, "seed": 0},
+    "novel": {"images_per_class": 30, "source": "test", "seed": 0},
 }
 TRAIN = {
     "epochs": EPOCHS,
     "batch_size": 64,
-    "optimizer": {"name": "adam", "lr": 1.0e-3, "weight_decay": 1.0e-6},
+    "optimizer": {"name": "adam", "lr": 3.0e-3, "weight_decay": 1.0e-6},
     "schedule": {"name": "cosine", "warmup_epochs": 1},
     "device": "cpu",
     "compile": False,
@@ -50,7 +59,7 @@ def _run(method: str) -> dict:
         "seed": 0,
         "architecture": {"name": "resnet18", "width": 0.125},
         "train": TRAIN,
-        "augment": {"preset": "seed000"},
+        "augment": {"preset": "seed000", "crop_scale": [0.25, 1.0]},
     }
 
 
@@ -75,7 +84,17 @@ def _analyse(root: Path, method: str, probes: dict[str, Path]) -> dict[str, pd.D
     trajectory_run(acts["rdm"], out / "tr.tsv", out / "tr.npz", settings=trajectory, **run)
     geometry = {"levels": ["fine", "coarse"], "probes": [], "device": "cpu"}
     geometry_run(acts["known"], [], out / "ge.tsv", settings=geometry, **run)
-    return {name: pd.read_csv(out / f"{name}.tsv", sep="\t") for name in ("tr", "ge")}
+    fewshot = {"shots": 5, "trials": 100, "distance": "sqeuclidean", "seed": 0, "device": "cpu"}
+    fewshot_run(
+        acts["novel"], out / "fs.tsv", out / "fs.npz", probe="novel", settings=fewshot, **run
+    )
+    clustering = {"linkage": "average", "permutations": 0, "seed": 0}
+    clustering_run(
+        out / "fs.npz", out / "cl.tsv", out / "cl.npz", probe="novel", settings=clustering, **run
+    )
+    tables = {name: pd.read_csv(out / f"{name}.tsv", sep="\t") for name in ("tr", "ge", "fs", "cl")}
+    tables["clusters"] = out / "cl.npz"
+    return tables
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +130,15 @@ def test_untrained_run_has_no_trajectory(study):
     assert not study["untrained"]["tr"].metric.str.startswith("rdm_stability").any()
 
 
-def test_trained_coarse_ncc_accuracy_exceeds_untrained(study):
-    """Seed 004: class centres separate the known coarse classes better after SimCLR training.
+@pytest.mark.parametrize("level", ["fine", "coarse"])
+def test_trained_ncc_accuracy_exceeds_untrained(study, level):
+    """Seed 004: class centres separate the known classes better after SimCLR training.
 
     Compared on the mean over the deep layers of the held-out NCC accuracy; the margin is two
-    binomial standard errors of an accuracy on that many test images. (The fine level is not
-    asserted: a CPU minute of SimCLR leaves fine-class NCC at 0.037 vs 0.034 untrained, within
-    one standard error; see the issue-5 note.)
+    binomial standard errors of an accuracy on that many test images.
     """
-    trained = _values(study["simclr"]["ge"], "ncc_test", EPOCHS, "coarse")[DEEP].mean()
-    untrained = _values(study["untrained"]["ge"], "ncc_test", 0, "coarse")[DEEP].mean()
+    trained = _values(study["simclr"]["ge"], "ncc_test", EPOCHS, level)[DEEP].mean()
+    untrained = _values(study["untrained"]["ge"], "ncc_test", 0, level)[DEEP].mean()
     n_test = 50 * PROBES["known"]["test_per_class"]
     margin = 2 * np.sqrt(untrained * (1 - untrained) / n_test)
     assert trained > untrained + margin, (trained, untrained, margin)
@@ -131,3 +149,36 @@ def test_simclr_epoch_zero_is_an_untrained_network(study):
     start = _values(study["simclr"]["ge"], "ncc_test", 0, "coarse")
     baseline = _values(study["untrained"]["ge"], "ncc_test", 0, "coarse")
     np.testing.assert_allclose(start[DEEP[:2]], baseline[DEEP[:2]])
+
+
+def test_trained_few_shot_errors_cluster_closer_to_coarse_classes(study):
+    """Seed 000 Fig. 7 / Eq. 10: after SimCLR training, hierarchical clustering of the novel
+    classes' pairwise few-shot errors agrees better with their coarse classes.
+
+    Compared on the mean MI over the deep layers. The margin is twice the standard deviation
+    of MI under the permutation null (the untrained clusters against shuffled coarse labels),
+    the size of a chance difference between two clusterings of these 50 classes.
+    """
+    trained = _values(study["simclr"]["cl"], "mi_bits", EPOCHS)[DEEP].mean()
+    untrained = _values(study["untrained"]["cl"], "mi_bits", 0)[DEEP]
+    clusters = np.load(study["untrained"]["clusters"])
+    coarse, layers = clusters["class_coarse"], list(clusters["layers"])
+    rng = np.random.default_rng(0)
+    null = [
+        mutual_information_bits(
+            clusters["clusters"][0, layers.index(layer)], rng.permutation(coarse)
+        )
+        for layer in DEEP
+        for _ in range(300)
+    ]
+    margin = 2 * np.std(null)
+    assert trained > untrained.mean() + margin, (trained, untrained, margin)
+
+
+def test_trained_prototypes_make_fewer_pairwise_errors(study):
+    """Seed 000 Fig. 5: the mean off-diagonal 5-shot error on novel classes falls with
+    training, in every layer from layer2 on (each error averages 100 trials x 50 x 49 pairs)."""
+    trained = _values(study["simclr"]["fs"], "fewshot_error", EPOCHS)
+    untrained = _values(study["untrained"]["fs"], "fewshot_error", 0)
+    deep = ["layer2", "layer3", *DEEP]
+    assert (trained[deep] < untrained[deep]).all(), pd.DataFrame({"t": trained, "u": untrained})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,21 @@ class ConfigError(ValueError):
 
 
 def deep_merge(base: dict, override: dict) -> dict:
+    """`override` merged into `base` key by key, except that a mapping naming another
+    component (a different `name`: optimizer, schedule, dataset, ...) replaces the base's
+    mapping whole, so that Adam never inherits SGD's `momentum` from the config below it."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and not _renamed(old, value):
+            out[key] = deep_merge(old, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _renamed(old: dict, new: dict) -> bool:
+    return "name" in old and "name" in new and old["name"] != new["name"]
 
 
 @cache
@@ -532,11 +541,15 @@ def analysed_layers(cfg: dict) -> list[str]:
     return available_layers(cfg) if choice == "all" else list(choice)
 
 
+def merge_files(paths: Sequence[str | Path], overrides: dict | None = None) -> dict:
+    """The config files merged in order (later on top, by `deep_merge`), then `overrides`."""
+    cfg: dict = {}
+    for path in paths:
+        with open(path) as fh:
+            cfg = deep_merge(cfg, yaml.safe_load(fh) or {})
+    return deep_merge(cfg, overrides or {})
+
+
 def load(path: str | Path, *overrides: str | Path) -> dict:
     """Load a config file (plus preset files merged on top) and validate it."""
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh) or {}
-    for extra in overrides:
-        with open(extra) as fh:
-            cfg = deep_merge(cfg, yaml.safe_load(fh) or {})
-    return validate(cfg)
+    return validate(merge_files([path, *overrides]))

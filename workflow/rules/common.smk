@@ -2,10 +2,21 @@
 import json
 import os
 import shlex
+from pathlib import Path
 
 from snakemake.utils import validate
 
 from ssltrace import config as sslconfig
+
+# Snakemake merges --configfile presets and --config into config.yaml key by key; redo that
+# merge as `ssltrace check-config` does, where a mapping naming another optimizer (schedule,
+# dataset, ...) replaces the one below it instead of inheriting its keys.
+_cli_files = [Path(f) for f in workflow.config_settings.configfiles]
+if _cli_files or workflow.config_settings.config:
+    _base = [Path(f) for f in workflow.configfiles if Path(f) not in _cli_files]
+    _merged = sslconfig.merge_files(_base + _cli_files, workflow.config_settings.config)
+    config.clear()
+    config.update(_merged)
 
 try:
     # ssltrace's own check first: one message naming the key, before anything is planned.
