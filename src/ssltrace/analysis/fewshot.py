@@ -323,7 +323,9 @@ def _mean_over_tests(
         raise ValueError(f"plan.rows index samples beyond the {len(x)} rows of features")
     if _float32_scale(x.to(dev), distance) is None:  # magnitudes float32 cannot hold
         return _float64_mean_over_tests(x, plan, distance, dev, rule)
-    with _ieee_float32_matmul(), _single_threaded(dev):
+    # All the threads torch has (the CLI sets the ones Snakemake granted): on a quiet 2-core
+    # CPU, 50 x 600 x 512 with 100 trials took 1.9-2.3 s on two threads, 2.6-3.2 s on one.
+    with _ieee_float32_matmul():
         samples = _Samples(x, plan, distance, dev)
         shots = torch.as_tensor(samples.position[plan.shots], device=dev)  # [T, C, m]
         n_classes, largest = len(plan.classes), int(plan.class_sizes.max())
@@ -662,24 +664,6 @@ def _ieee_float32_matmul():
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
-
-
-@contextmanager
-def _single_threaded(dev: torch.device):
-    """One CPU thread throughout. The passes over cache-sized blocks lose more to a parallel
-    region than they gain (on the shared 2-core dev machine one 1 MiB pass took 10 ms
-    instead of 12 µs), and two threads for just the matrix products measured slower as well
-    (50 classes x 600 x 512, 30 trials: 1.9-2.2 s wall, 1.4-1.5 s CPU, against 1.1-1.3 s and
-    0.8-0.9 s on one thread)."""
-    if dev.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _float64_mean_over_tests(
