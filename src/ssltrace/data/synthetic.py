@@ -62,10 +62,9 @@ _FX, _FY = np.meshgrid(
 class Frame:
     """Per-image geometry of one batch: coordinates in output pixels around a random centre."""
 
-    u: np.ndarray  # [n, S, S] (S = 32 * samples per pixel) along the pattern's axis
-    v: np.ndarray  # [n, S, S] across it
+    u: np.ndarray  # [n, S, S] (S = 32 * samples per pixel) along x, the pattern's axis
+    v: np.ndarray  # [n, S, S] along y
     period: np.ndarray  # [n, 1, 1] base period in output pixels (random scale)
-    angle: np.ndarray  # [n, 1, 1] rotation
     rng: np.random.Generator
 
     @property
@@ -83,15 +82,11 @@ class Frame:
 
 def _frame(rng: np.random.Generator, n: int, period_range: tuple[float, float], ss: int) -> Frame:
     cx, cy = (rng.uniform(2, SIZE - 2, (2, n, 1, 1))).astype(np.float32)
-    # Upright, like CIFAR photographs: no SSL augmentation teaches rotation invariance, so a
-    # random orientation would be an instance cue that SimCLR learns instead of the texture.
-    angle = np.zeros((n, 1, 1), np.float32)
     lo, hi = np.log(period_range)
     period = np.exp(rng.uniform(lo, hi, (n, 1, 1))).astype(np.float32)
-    c, s = np.cos(angle), np.sin(angle)
     x, y = _GRIDS[ss]
-    dx, dy = x - cx, y - cy
-    return Frame(u=c * dx + s * dy, v=-s * dx + c * dy, period=period, angle=angle, rng=rng)
+    # Not rotated: upright, like CIFAR photographs (see the module docstring).
+    return Frame(u=x - cx, v=y - cy, period=period, rng=rng)
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -127,11 +122,6 @@ def _noise(rng: np.random.Generator, n: int, envelope: np.ndarray) -> np.ndarray
     field -= field.mean(axis=(1, 2), keepdims=True)
     field /= field.std(axis=(1, 2), keepdims=True) + 1e-6
     return field
-
-
-def _rotated_freq(angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c, s = np.cos(angle), np.sin(angle)
-    return c * _FX + s * _FY, -s * _FX + c * _FY
 
 
 def _cell_randoms(rng: np.random.Generator, n: int, k: int, grid: int = 32) -> np.ndarray:
@@ -280,10 +270,9 @@ def _speckle(f: Frame, t):
 
 
 def _fibres(f: Frame, t):
-    fu, fv = _rotated_freq(f.angle)
     ratio = 2.5 + 5.0 * t  # anisotropy of the spectrum: streak length / width
     across = 1.0 / f.period
-    env = np.exp(-0.5 * ((fu / across) ** 2 + (fv * ratio / across) ** 2))
+    env = np.exp(-0.5 * ((_FX / across) ** 2 + (_FY * ratio / across) ** 2))
     return 0.5 + 0.5 * np.tanh(1.5 * _noise(f.rng, f.n, env))
 
 
@@ -390,16 +379,15 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _MIN_CONTRAST = 0.25  # luminance gap between foreground and background
 
 
-def _colour_pairs(rng: np.random.Generator, sign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Random (fg, bg) RGB colours [n, 3] whose luminance gap has the given sign, >= 0.25."""
-    n = len(sign)
+def _colour_pairs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (fg, bg) RGB colours [n, 3], fg lighter than bg by a luminance gap >= 0.25."""
     fg, bg = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
     todo = np.arange(n)
     while todo.size:
         # ~1 in 6 uniform pairs qualifies: draw 24 per image, keep each image's first good one
         cand = rng.random((todo.size, 24, 2, 3), dtype=np.float32)
         gap = (cand[:, :, 0] - cand[:, :, 1]) @ _LUMA
-        ok = sign[todo, None] * gap >= _MIN_CONTRAST
+        ok = gap >= _MIN_CONTRAST
         found = ok.any(axis=1)
         pick = cand[found, ok[found].argmax(axis=1)]
         fg[todo[found]], bg[todo[found]] = pick[:, 0], pick[:, 1]
@@ -408,10 +396,9 @@ def _colour_pairs(rng: np.random.Generator, sign: np.ndarray) -> tuple[np.ndarra
 
 
 def _colourise(rng: np.random.Generator, pattern: np.ndarray) -> np.ndarray:
-    """Map a [n, 32, 32] pattern in [0, 1] to uint8 RGB: a random background colour, a random
-    lighter foreground colour (luminance gap >= 0.25) and pixel noise."""
-    n = pattern.shape[0]
-    fg, bg = _colour_pairs(rng, np.ones(n, np.float32))
+    """Map a [n, 32, 32] pattern in [0, 1] to uint8 RGB: a random background colour and a
+    random lighter foreground colour (luminance gap >= 0.25)."""
+    fg, bg = _colour_pairs(rng, pattern.shape[0])
     img = bg[:, None, None] + pattern[..., None] * (fg - bg)[:, None, None]
     img *= np.float32(255)
     img += np.float32(0.5)  # round to nearest on the cast below
