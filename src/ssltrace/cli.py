@@ -28,7 +28,7 @@ def _settings(text: str) -> dict:
 
 
 def cmd_list(args) -> None:
-    from ssltrace.analysis import ANALYSES
+    from ssltrace.analysis import registered
     from ssltrace.data import describe as describe_data
     from ssltrace.methods import describe as describe_methods
     from ssltrace.models import describe as describe_models
@@ -44,8 +44,9 @@ def cmd_list(args) -> None:
         print(f"  {name:14s} {info['description']}")
         print(f"  {'':14s} layers: {', '.join(info['layers'])}")
     print("Analyses:")
-    for name in ANALYSES:
-        print(f"  {name:22s} {ANALYSES.get(name)}")
+    analyses = registered()
+    for name in analyses:
+        print(f"  {name:22s} {analyses.get(name)}")
 
 
 def cmd_check_config(args) -> None:
@@ -91,13 +92,19 @@ def cmd_probe(args) -> None:
 
 def _threads(args) -> None:
     """Use exactly the threads Snakemake granted: oversubscribed torch/BLAS threads on a busy
-    machine were measured 5-20x slower than one thread each."""
-    if getattr(args, "threads", None):
-        import torch
-        from threadpoolctl import threadpool_limits
+    machine were measured 5-20x slower than one thread each. Set in the environment, which
+    torch and the BLAS libraries read when they load, so that a stage without torch (the
+    clustering) does not import it (~3 s per job) just to set its threads."""
+    threads = getattr(args, "threads", None)
+    if not threads:
+        return
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
+    threadpool_limits(threads)  # libraries loaded already (main() called in-process)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def cmd_pretrain(args) -> None:

@@ -6,8 +6,9 @@ A module of this package registers its own analyses when imported:
     from ssltrace.analysis import register_analysis
     register_analysis("fewshot", "pairwise m-shot prototype errors ...")
 
-Every module of the package is imported here, so the registry is complete whenever
-`ssltrace.analysis` has been imported; adding an analysis never touches this file.
+`registered()` imports every module of the package first, so the registry it returns is
+complete and adding an analysis never touches this file. Importing one module imports only
+that one: a clustering job does not load torch for the few-shot module beside it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ def register_analysis(name: str, description: str) -> None:
     ANALYSES.register(name)(description)
 
 
-def _import_submodules() -> None:
+def registered() -> Registry[str]:
+    """`ANALYSES` with every analysis of the package registered."""
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_submodules()
+    return ANALYSES
