@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from ssltrace import io
 from ssltrace.data import (
@@ -31,7 +32,7 @@ from ssltrace.data.cifar import read_cifar10_test, read_cifar100
 from ssltrace.data.cifar10h import read_counts
 from ssltrace.data.download import CIFAR10H_COUNTS, md5sum
 
-SHARED_COUNTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10h-counts.npy"
+SHARED_COUNTS = SHARED_DATA / "cifar10h-counts.npy"
 
 
 # ----------------------------------------------------------------------------- real formats
@@ -259,7 +260,7 @@ def test_counts_reader_checks_shape_and_values(tmp_path):
         read_counts(bad, 1)
 
 
-@pytest.mark.skipif(not SHARED_COUNTS.exists(), reason="shared CIFAR-10H counts not present")
+@pytest.mark.skipif(not SHARED_COUNTS.exists(), reason=f"{SHARED_COUNTS} not present")
 def test_real_cifar10h_counts_file():
     assert md5sum(SHARED_COUNTS) == CIFAR10H_COUNTS.md5
     counts = read_counts(SHARED_COUNTS, 10000)
