@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from ssltrace.augment import AugmentConfig
+from ssltrace.config import defaults
 from ssltrace.io import save_npz, write_json
 from ssltrace.methods import METHODS, build_method
 from ssltrace.models import build_backbone
@@ -84,6 +85,7 @@ def engine_run(method, args, dataset, split, out: Path) -> dict:
         "method_params": {"queue_size": 4096} if method == "moco_v2" else {},
         "architecture": {"name": "resnet18", "width": args.width},
         "train": {
+            **defaults()["train"],
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "optimizer": OPTIMIZER,

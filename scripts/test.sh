@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install ssltrace with its test extras (and the Debian packages the SLURM and report tests use,
-# where apt is available), then run the whole test suite.
+# where apt is available), lint the code and the workflow, then run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[test]"
@@ -11,4 +11,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f scripts/debian-pa
             || echo "warning: apt-get install failed; SLURM/report tests will skip with a reason"
     fi
 fi
+echo "== lint: ruff, ruff format, snakefmt, snakemake --lint"
+ruff check .
+ruff format --check .
+snakefmt --check Snakefile workflow
+snakemake --lint --configfile presets/demo.yaml > /tmp/ssltrace-lint.log 2>&1 \
+    || { cat /tmp/ssltrace-lint.log; exit 1; }
+echo "== tests"
 python3 -m pytest -q "$@"

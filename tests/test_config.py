@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ssltrace import config as sslconfig
+from ssltrace import study
 from tests.conftest import ROOT
 
 
@@ -180,7 +181,7 @@ def test_invalid_config_is_rejected_naming_the_key(key, value, needle, tmp_path)
     (tmp_path / "file").write_text("not a directory")
     cfg = put(base(), key, materialise(value, tmp_path / "file"))
     with pytest.raises(sslconfig.ConfigError) as err:
-        sslconfig.validate(cfg)
+        study.checked(cfg)
     message = str(err.value)
     assert needle in message, message
     assert "\n" not in message
@@ -188,19 +189,19 @@ def test_invalid_config_is_rejected_naming_the_key(key, value, needle, tmp_path)
 
 def test_valid_configs_pass_and_get_defaults():
     for preset in ("demo", "ci"):
-        cfg = sslconfig.load(ROOT / "config.yaml", ROOT / f"presets/{preset}.yaml")
+        cfg = study.load(ROOT / "config.yaml", ROOT / f"presets/{preset}.yaml")
         assert cfg["fewshot"]["distance"] == "sqeuclidean"
-    paper = sslconfig.load(ROOT / "config.yaml")
+    paper = study.load(ROOT / "config.yaml")
     assert len(paper["methods"]) == 8
-    assert sslconfig.checkpoint_epochs(paper, "untrained") == [0]
-    assert sslconfig.checkpoint_epochs(paper, "simclr") == list(range(201))
+    assert study.checkpoint_epochs(paper, "untrained") == [0]
+    assert study.checkpoint_epochs(paper, "simclr") == list(range(201))
 
 
 def test_run_settings_apply_per_method_overrides_only_to_that_method():
     cfg = sslconfig.validate(base())
     cfg["method_settings"]["simclr"] = {"train": {"optimizer": {"lr": 0.7}}}
-    simclr = sslconfig.run_settings(cfg, "simclr", 0)
-    supervised = sslconfig.run_settings(cfg, "supervised", 0)
+    simclr = study.run_settings(cfg, "simclr", 0)
+    supervised = study.run_settings(cfg, "supervised", 0)
     assert simclr["train"]["optimizer"]["lr"] == 0.7
     assert simclr["train"]["optimizer"]["momentum"] == cfg["train"]["optimizer"]["momentum"]
     assert supervised["train"]["optimizer"]["lr"] == cfg["train"]["optimizer"]["lr"]
@@ -209,8 +210,8 @@ def test_run_settings_apply_per_method_overrides_only_to_that_method():
 def test_analysed_epochs_every_n_keeps_the_last():
     cfg = sslconfig.validate(put(base(), "train.epochs", 10))
     cfg["extract"]["epochs"] = {"every": 4}
-    assert sslconfig.analysed_epochs(cfg, "simclr") == [0, 4, 8, 10]
-    assert sslconfig.analysed_epochs(cfg, "untrained") == [0]
+    assert study.analysed_epochs(cfg, "simclr") == [0, 4, 8, 10]
+    assert study.analysed_epochs(cfg, "untrained") == [0]
 
 
 def test_corpus_is_large_and_distinct():
@@ -312,7 +313,7 @@ def test_snakemake_merges_a_preset_that_switches_optimizer_like_check_config(tmp
     preset = tmp_path / "adam.yaml"
     preset.write_text("train: {optimizer: {name: adam, lr: 1.0e-3}}\n")
     ci = str(ROOT / "presets/ci.yaml")
-    assert sslconfig.load(tmp_path / "config.yaml", ci, preset)["train"]["optimizer"] == {
+    assert study.load(tmp_path / "config.yaml", ci, preset)["train"]["optimizer"] == {
         "name": "adam",
         "lr": 1e-3,
     }

@@ -6,17 +6,15 @@ import torch
 
 from ssltrace import io
 from ssltrace.augment import Augmenter
-from ssltrace.extract import extract_run, load_network, pool
-from ssltrace.methods import build_method
-from ssltrace.models import build_backbone
+from ssltrace.extract import extract_many, pool
+from ssltrace.network import build_network, load_network
 
 ARCH = {"name": "resnet18", "width": 0.125}
 
 
 def write_checkpoint(path, method="simclr", epoch=0, seed=0):
     torch.manual_seed(seed)
-    arch = dict(ARCH)
-    net = build_method(method, build_backbone(arch.pop("name"), **arch), {}, n_classes=6)
+    net = build_network(ARCH, method, {}, n_classes=6)
     io.torch_save(
         path,
         {
@@ -63,10 +61,10 @@ def test_pool_modes_match_plain_reductions():
 def test_extracted_layers_equal_a_manual_forward(tmp_path):
     net = write_checkpoint(tmp_path / "epoch_000.pt").eval()
     write_probe(tmp_path / "probe.npz")
-    extract_run(
+    extract_many(
         [tmp_path / "epoch_000.pt"],
-        tmp_path / "probe.npz",
-        [tmp_path / "a.npz"],
+        {"novel": tmp_path / "probe.npz"},
+        {"novel": [tmp_path / "a.npz"]},
         batch_size=5,
         device="cpu",
         log=lambda _: None,

@@ -4,16 +4,19 @@ import torch
 from sklearn.metrics import confusion_matrix
 from sklearn.neighbors import NearestCentroid
 
-from ssltrace.analysis import fewshot
+from ssltrace.analysis import fewshot_kernel
 from ssltrace.analysis.fewshot import (
     ShotPlan,
-    confusion_for_plan,
     draw_shots,
     mean_offdiagonal,
-    pairwise_errors_for_plan,
     pairwise_prototype_errors,
-    pairwise_prototype_errors_loop,
     prototype_confusion,
+)
+from ssltrace.analysis.fewshot_kernel import (
+    errors_from_signs,
+    mean_weights,
+    mean_weights_float64,
+    reference_pairwise_errors,
 )
 
 
@@ -64,7 +67,7 @@ def test_exact_fractions_on_a_line():
     #   E(A,B)=1/3; nothing nearer C: E(A,C)=0. C tests {-4,-4} are at 16 from both
     #   A=0 and C=-8: ties, E(C,A)=1/2; B=8 is at 144: E(C,B)=0.
     expected = np.array([[0, (1 + 1 / 3) / 2, (1 + 0) / 2], [0, 0, 0], [(0 + 0.5) / 2, 0, 0]])
-    errors = pairwise_errors_for_plan(features, plan, "sqeuclidean", device="cpu")
+    errors = pairwise_prototype_errors(features, distance="sqeuclidean", device="cpu", plan=plan)
     np.testing.assert_allclose(errors, expected, rtol=0, atol=1e-15)
     # Had the shot 10 of trial 0 been a test sample too, E(A,B) would be (3/4 + 1/4)/2.
     assert abs(errors[0, 1] - 0.5) > 0.1
@@ -75,7 +78,7 @@ def test_exact_confusion_on_a_line():
     # Trial 0: all A tests nearest C; C tests nearest C. Trial 1: A tests 0,0 -> A and
     # 10 -> B; C tests -4,-4 tie between A and C (half each).
     expected = np.array([[1 / 3, 1 / 6, 1 / 2], [0, 1, 0], [1 / 4, 0, 3 / 4]])
-    confusion = confusion_for_plan(features, plan, "sqeuclidean", device="cpu")
+    confusion = prototype_confusion(features, distance="sqeuclidean", device="cpu", plan=plan)
     np.testing.assert_allclose(confusion, expected, rtol=0, atol=1e-15)
 
 
@@ -91,8 +94,8 @@ def test_cosine_uses_direction_only():
         class_index=np.array([0, 0, 0, 1, 1, 1]),
         shots=np.array([[[0, 1], [3, 4]]]),
     )
-    cosine = pairwise_errors_for_plan(features, plan, "cosine", device="cpu")
-    sqeuclid = pairwise_errors_for_plan(features, plan, "sqeuclidean", device="cpu")
+    cosine = pairwise_prototype_errors(features, distance="cosine", device="cpu", plan=plan)
+    sqeuclid = pairwise_prototype_errors(features, distance="sqeuclidean", device="cpu", plan=plan)
     np.testing.assert_array_equal(cosine, [[0, 0.5], [0, 0]])
     np.testing.assert_array_equal(sqeuclid, [[0, 1], [0, 0]])
 
@@ -106,7 +109,8 @@ def test_vectorised_equals_per_pair_loop(distance, max_per_class):
     features, labels = _random_classes()
     args = dict(shots=3, trials=9, distance=distance, max_per_class=max_per_class, seed=4)
     fast = pairwise_prototype_errors(features, labels, device="cpu", **args)
-    slow = pairwise_prototype_errors_loop(features, labels, **args)
+    same_shots = draw_shots(labels, 3, 9, max_per_class=max_per_class, seed=4)
+    slow = reference_pairwise_errors(features, same_shots, distance)
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
     assert 0.01 < mean_offdiagonal(fast) < 0.5  # a non-trivial case
 
@@ -115,9 +119,9 @@ def test_batches_of_trials_give_the_same_result(monkeypatch):
     features, labels = _random_classes(seed=1)
     whole = pairwise_prototype_errors(features, labels, 2, 11, device="cpu")
     confusion = prototype_confusion(features, labels, 2, 11, device="cpu")
-    monkeypatch.setattr(fewshot, "_BATCH_ELEMENTS", 1)  # one trial per batch
-    monkeypatch.setattr(fewshot, "_BLOCK_ELEMENTS", 1)  # one sample per block
-    monkeypatch.setattr(fewshot, "_CHUNK_ELEMENTS", 1)  # one sample per chunk
+    monkeypatch.setattr(fewshot_kernel, "_BATCH_ELEMENTS", 1)  # one trial per batch
+    monkeypatch.setattr(fewshot_kernel, "_BLOCK_ELEMENTS", 1)  # one sample per block
+    monkeypatch.setattr(fewshot_kernel, "_CHUNK_ELEMENTS", 1)  # one sample per chunk
     np.testing.assert_array_equal(pairwise_prototype_errors(features, labels, 2, 11), whole)
     np.testing.assert_array_equal(prototype_confusion(features, labels, 2, 11), confusion)
 
@@ -134,8 +138,8 @@ def test_fast_path_equals_float64_reference_exactly(distance, rule):
     features, labels = features[order], labels[order]
     plan = draw_shots(labels, shots=3, trials=12, max_per_class=35, seed=2)
     x = torch.from_numpy(features)
-    fast = fewshot._mean_over_tests(x, plan, distance, "cpu", rule)
-    reference = fewshot._float64_mean_over_tests(x, plan, distance, "cpu", rule)
+    fast = mean_weights(x, plan, distance, "cpu", rule)
+    reference = mean_weights_float64(x, plan, distance, "cpu", rule)
     np.testing.assert_array_equal(fast, reference)
 
 
@@ -191,25 +195,26 @@ def test_near_ties_are_rechecked_in_float64(distance):
     features, plan, expected = _near_tie_plan(distance)
     x = torch.from_numpy(features)
     stats = {}
-    fast = fewshot._errors_from_signs(
-        fewshot._mean_over_tests(x, plan, distance, "cpu", "sign", stats=stats)
-    )
+    fast = errors_from_signs(mean_weights(x, plan, distance, "cpu", "sign", stats=stats))
     np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(fast, fewshot._float64_reference(x, plan, distance, "sign"))
+    reference = errors_from_signs(mean_weights_float64(x, plan, distance, "cpu", "sign"))
+    np.testing.assert_array_equal(fast, reference)
+    public = pairwise_prototype_errors(features, distance=distance, device="cpu", plan=plan)
+    np.testing.assert_array_equal(public, fast)
     assert stats == {"rows": 2 * 300, "rechecked": 2 * 300}  # every test sample, both trials
     # float32 alone cannot see the side (1e-9 is below its resolution): trusting it (bound 0,
     # only exact float32 ties rechecked) puts many B samples on the wrong side
-    trusting = fewshot._mean_over_tests(x, plan, distance, "cpu", "sign", tolerance=0.0)
-    assert expected[1, 0] == 1.0 and fewshot._errors_from_signs(trusting)[1, 0] < 0.9
+    trusting = mean_weights(x, plan, distance, "cpu", "sign", tolerance=0.0)
+    assert expected[1, 0] == 1.0 and errors_from_signs(trusting)[1, 0] < 0.9
 
 
 @pytest.mark.parametrize("distance", ["sqeuclidean", "cosine"])
 def test_near_ties_nearest_prototype_is_exact(distance):
     features, plan, expected = _near_tie_plan(distance, seed=1)
     x = torch.from_numpy(features)
-    confusion = confusion_for_plan(features, plan, distance, device="cpu")
+    confusion = prototype_confusion(features, distance=distance, device="cpu", plan=plan)
     np.testing.assert_array_equal(
-        confusion, fewshot._float64_reference(x, plan, distance, "nearest")
+        confusion, mean_weights_float64(x, plan, distance, "cpu", "nearest")
     )
     # A samples: nearer B (toward_b), else a two-way tie between A and its duplicate C
     a_to_b = expected[0, 1]
@@ -250,7 +255,7 @@ def test_torch_and_float32_inputs_agree_with_numpy():
     single = pairwise_prototype_errors(features.astype(np.float32), labels, 2, 5, device="cpu")
     np.testing.assert_allclose(
         single,
-        pairwise_prototype_errors_loop(features.astype(np.float32), labels, 2, 5),
+        reference_pairwise_errors(features.astype(np.float32), draw_shots(labels, 2, 5)),
         atol=1e-12,
     )
 
@@ -330,6 +335,58 @@ def test_hand_built_plan_is_checked():
         ShotPlan(plan.classes, plan.rows, plan.class_index, plan.shots[:, [1, 0, 2]])
     with pytest.raises(ValueError, match="distinct"):
         ShotPlan(plan.classes, plan.rows, plan.class_index, np.array([[[0, 0], [4, 5], [8, 9]]]))
+
+
+@pytest.mark.parametrize("measure", [pairwise_prototype_errors, prototype_confusion])
+def test_given_plan_replaces_the_draw(measure):
+    features, labels = _random_classes(seed=6)
+    plan = draw_shots(labels, shots=3, trials=6, max_per_class=10, seed=2)
+    drawn = measure(features, labels, 3, 6, max_per_class=10, seed=2, device="cpu")
+    np.testing.assert_array_equal(measure(features, plan=plan, device="cpu"), drawn)
+    # labels, shots and trials that agree with the plan may be given too
+    agreeing = measure(features, labels, shots=3, trials=6, seed=0, device="cpu", plan=plan)
+    np.testing.assert_array_equal(agreeing, drawn)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(shots=4), r"shots=4 was given with plan, but the plan has 3; leave shots out"),
+        (dict(trials=7), r"trials=7 was given with plan, but the plan has 6"),
+        (dict(seed=2), r"seed=2 was given with plan, but the plan fixes the draw"),
+        (dict(seed=np.random.default_rng(0)), r"seed=Generator.* was given with plan"),
+        (dict(max_per_class=10), r"max_per_class=10 was given with plan"),
+        (dict(labels=np.zeros(67, dtype=int)), "labels disagree with plan"),
+        (dict(labels=np.zeros(5, dtype=int)), "labels has 5 entries"),
+        (dict(plan="shots"), "plan must be a ShotPlan"),
+        (dict(features=np.zeros((20, 6))), "plan.rows index samples beyond the 20 rows"),
+    ],
+)
+def test_given_plan_contradicted_is_refused_with_the_argument_named(kwargs, message):
+    features, labels = _random_classes(sizes=(12, 15, 9, 20, 11))
+    plan = draw_shots(labels, shots=3, trials=6, seed=2)
+    args = dict(features=features, plan=plan) | kwargs
+    for measure in (pairwise_prototype_errors, prototype_confusion):
+        with pytest.raises(ValueError, match=message):
+            measure(**args)
+
+
+def test_labels_are_needed_without_a_plan():
+    features, _ = _random_classes()
+    with pytest.raises(ValueError, match="labels must be given unless plan is"):
+        pairwise_prototype_errors(features, shots=2, trials=2)
+
+
+def test_kernel_refuses_unknown_rule_and_distance():
+    features, plan = _line_plan()
+    x = torch.from_numpy(features)
+    for kernel in (mean_weights, mean_weights_float64):
+        with pytest.raises(ValueError, match="rule must be one of sign, nearest"):
+            kernel(x, plan, "sqeuclidean", "cpu", "vote")
+        with pytest.raises(ValueError, match="distance must be one of"):
+            kernel(x, plan, "euclid", "cpu", "sign")
+    with pytest.raises(ValueError, match="distance must be one of"):
+        reference_pairwise_errors(features, plan, "euclid")
 
 
 def test_mean_offdiagonal():

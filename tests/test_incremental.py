@@ -48,7 +48,7 @@ def test_fewshot_parameter_reruns_only_fewshot_analyses_and_figures(ci_study):
     assert rules(jobs) <= {
         "fewshot",
         "clustering",
-        "human_alignment",
+        "human",
         "collect_table",
         "all",
     } | {r for r in rules(jobs) if r.startswith("figure_")}
@@ -106,7 +106,8 @@ def test_extending_epochs_continues_and_reuses_unchanged_epochs(tmp_path):
     assert sum("cached activations" in line for line in novel) == 2
     assert any(line.startswith("epoch 2 novel:") for line in novel)
     fewshot = (logs / "fewshot/simclr_seed0.log").read_text()
-    assert fewshot.count(": cached") == 2 and "fewshot epoch 2: computed" in fewshot
+    assert fewshot.count(": cached") == 2 and "epoch 2: cached" not in fewshot
+    assert "fewshot novel epoch 2: " in fewshot  # computed
     # the same study run from scratch gives the same table
     fresh = tmp_path / "fresh"
     fresh.mkdir()

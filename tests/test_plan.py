@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from ssltrace import config as sslconfig
+from ssltrace import study
 from ssltrace.plan import jobs_per_rule, network_sizes, summary
 from tests.conftest import ROOT, run_snakemake
 
@@ -17,32 +17,27 @@ def snakemake_job_stats(workdir) -> dict[str, int]:
 
 
 def test_job_counts_match_a_snakemake_dry_run(tmp_path):
-    cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
-    stats = snakemake_job_stats(tmp_path)
-    figures = {r: n for r, n in stats.items() if r.startswith("figure_")}
-    planned = jobs_per_rule(cfg, n_figure_rules=sum(figures.values()))
-    planned.pop("figures")
-    assert planned == {r: n for r, n in stats.items() if not r.startswith("figure_")}
+    cfg = study.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
+    assert jobs_per_rule(cfg) == snakemake_job_stats(tmp_path)
 
 
 @pytest.mark.parametrize("method", ["simclr", "byol", "supervised"])
 def test_checkpoint_and_activation_sizes_match_real_networks(method):
     from ssltrace.extract import activations
-    from ssltrace.methods import build_method
-    from ssltrace.models import build_backbone
+    from ssltrace.network import build_network
 
-    cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
+    cfg = study.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
     ckpt_bytes, values = network_sizes(cfg, method)
-    net = build_method(method, build_backbone("resnet18", width=0.125), {}, 20)
+    net = build_network({"name": "resnet18", "width": 0.125}, method, {}, 20)
     real = sum(t.numel() * t.element_size() for t in net.state_dict().values())
     assert ckpt_bytes == real
     images = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8).numpy()
-    acts = activations(net.eval(), images, sslconfig.analysed_layers(cfg), "mean", 2)
+    acts = activations(net.eval(), images, study.analysed_layers(cfg), "mean", 2)
     assert values == sum(a.shape[1] for a in acts.values())
 
 
 def test_summary_uses_given_throughput_for_gpu_hours():
-    cfg = sslconfig.load(ROOT / "config.yaml")
+    cfg = study.load(ROOT / "config.yaml")
     text = summary(cfg, images_per_s=25_000.0)
     # 200 epochs x 25,000 known-class images / 25,000 img/s = 200 s per run, 35 trained runs
     assert "GPU-hours for training (all runs): 1.9" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from ssltrace import io
+from ssltrace.config import defaults
 from tests import tiny_study
 
 OFFLINE = {  # urllib honours these: any download is refused at once, never reaches the internet
@@ -369,10 +371,14 @@ def test_a_truncated_dataset_file_is_named_by_the_next_stage(tmp_path, tiny_data
 def test_a_truncated_dataset_file_is_named_by_pretraining(tmp_path, tiny_dataset):
     bad = truncated_copy(tiny_dataset, tmp_path / "synthetic.npz")
     io.write_json(tmp_path / "split.json", {"known_fine": [0, 1], "novel_fine": [2, 3]})
+    run = {
+        "method": "untrained", "seed": 0, "method_params": {}, "augment": {"preset": "seed000"},
+        "architecture": {"name": "resnet18", "width": 0.125},
+        "train": {**defaults()["train"], "epochs": 1},
+    }  # fmt: skip
     code, stderr = cli(
         "pretrain", "--dataset", bad, "--split", tmp_path / "split.json", "--out-dir",
-        tmp_path / "run", "--settings", '{"method": "untrained", "seed": 0, '
-        '"architecture": {"name": "resnet18", "width": 0.125}, "train": {"epochs": 1}}',
+        tmp_path / "run", "--settings", json.dumps(run),
     )  # fmt: skip
     assert_one_error_line(code, stderr, f"cannot read {bad}")
 

@@ -79,7 +79,7 @@ def test_a_plain_checkpoint_loads(tmp_path):
 
 
 def test_extraction_refuses_a_checkpoint_carrying_code(evil_checkpoint, tmp_path):
-    from ssltrace.extract import load_network
+    from ssltrace.network import load_network
 
     path, sentinel = evil_checkpoint
     with pytest.raises(io.ArtifactReadError, match="refusing to load"):

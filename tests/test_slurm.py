@@ -17,8 +17,7 @@ import pytest
 import slurm_harness
 from snakemake.profiles import ProfileConfigFileParser
 
-from ssltrace import config as sslconfig
-from ssltrace import io
+from ssltrace import io, study
 
 ROOT = slurm_harness.ROOT
 
@@ -68,12 +67,25 @@ def time_limit_minutes(value):
 # ---- profile contents (no SLURM needed) ------------------------------------------------------
 
 
+def gpu_rules() -> set[str]:
+    """The workflow's rules that declare a GPU: the training and extraction stages and every
+    registered analysis whose `resources` ask for one (the profile must list exactly these)."""
+    from ssltrace.analysis import registered
+
+    analyses = registered()
+    return {"pretrain", "extract"} | {
+        name for name in analyses if analyses.get(name).resources.get("gpu")
+    }
+
+
 def test_slurm_profile_passes_no_cluster_settings_unless_given():
     args = profile_args(SLURM_PROFILE)
     assert args["executor"] == "slurm"
     assert args["default-resources"] == []  # default partition, guessed account
     assert not any("partition" in a or "gpu_model" in a for a in args["set-resources"])
-    for rule in ("pretrain", "extract", "geometry"):
+    listed = {a.split(":")[0] for a in args["set-resources"]}
+    assert listed == gpu_rules()
+    for rule in gpu_rules():
         assert f"{rule}:cpus_per_gpu=threads" in args["set-resources"]
     assert int(args["retries"]) >= 1 and int(args["latency-wait"]) >= 10
 
@@ -87,7 +99,7 @@ def test_slurm_profile_takes_partition_account_and_gpu_model_from_environment():
         SSLTRACE_SLURM_GPU_MODEL="a100",
     )
     assert args["default-resources"] == ["slurm_partition=cpu", "slurm_account=lab1"]
-    for rule in ("pretrain", "extract", "geometry"):
+    for rule in gpu_rules():
         assert f"{rule}:slurm_partition=gpu" in args["set-resources"]
         assert f"{rule}:gpu_model=a100" in args["set-resources"]
 
@@ -213,18 +225,18 @@ def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_p
         SSLTRACE_SLURM_GPU_MODEL=GPU_TYPE,
     )
     target = str(run / "train_log.tsv")
-    study = [
+    workflow = [
         "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
         "--configfile", str(ROOT / "presets" / "ci.yaml"), str(small),
     ]  # fmt: skip
-    prep = [*study, "--profile", str(LOCAL_PROFILE), "--cores", "2"]
+    prep = [*workflow, "--profile", str(LOCAL_PROFILE), "--cores", "2"]
     code, output = slurm_harness.run_snakemake(
         [*prep, str(work / "results" / "splits" / "split.json")], env, tmp_path / "prep.log", 300
     )
     assert code == 0, f"making the inputs failed:\n{output[-5000:]}"
 
     args = [
-        "--profile", str(SLURM_PROFILE), *study, *FAST_POLLING,
+        "--profile", str(SLURM_PROFILE), *workflow, *FAST_POLLING,
         "--max-threads", "2",  # pretrain asks for 4 threads; this node has 2 CPUs
         target,
     ]  # fmt: skip
@@ -247,8 +259,8 @@ def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_p
     assert gpu_job["TresPerJob"] == f"gres:gpu:{GPU_TYPE}:1"  # sbatch --gpus=testgpu:1
     assert gpu_job["CpusPerTres"] == "gres:gpu:2"  # --cpus-per-gpu = the rule's threads
 
-    cfg = sslconfig.load(ROOT / "config.yaml", ROOT / "presets" / "ci.yaml", small)
-    epochs = sslconfig.checkpoint_epochs(cfg, "untrained")
+    cfg = study.load(ROOT / "config.yaml", ROOT / "presets" / "ci.yaml", small)
+    epochs = study.checkpoint_epochs(cfg, "untrained")
     names = sorted(p.name for p in (run / "checkpoints").glob("epoch_*.pt"))
     assert names == [f"epoch_{e:03d}.pt" for e in epochs]
     last = io.torch_load(run / "checkpoints" / names[-1])
@@ -257,7 +269,7 @@ def test_real_workflow_runs_through_slurm_with_a_gpu_for_pretrain(cluster, tmp_p
     assert log["epoch"].tolist() == epochs[1:] and log["loss"].notna().all()
 
     dry_code, dry = slurm_harness.run_snakemake(
-        [*study, "--cores", "1", "--dry-run", target], env, tmp_path / "dry.log", 120
+        [*workflow, "--cores", "1", "--dry-run", target], env, tmp_path / "dry.log", 120
     )
     assert dry_code == 0 and "Nothing to be done" in dry, dry[-3000:]
 

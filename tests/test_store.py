@@ -3,8 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from ssltrace import io
-from ssltrace.metrics import fewshot_run
+from ssltrace import io, layout
+from ssltrace.analysis import analysis
+from ssltrace.analysis.base import Job, run_job
 from ssltrace.store import EpochCache, make_key
 
 SETTINGS = {"shots": 2, "trials": 3, "distance": "sqeuclidean", "seed": 0}
@@ -43,36 +44,30 @@ def test_cache_round_trip_and_disabled_cache(tmp_path):
     assert EpochCache(None, "stage").load_result("ab" * 32) is None
 
 
+def fewshot(folder, epochs, out, settings, cache_dir, log=print):
+    """The fewshot analysis on the epoch files in `folder`; (table, errors) written to out_*."""
+    job = Job("m", 0, epochs, {"novel": folder}, cache_dir=cache_dir, log=log)
+    run_job(analysis("fewshot")(settings), job, out.with_suffix(".tsv"), {"errors": out})
+    return pd.read_csv(out.with_suffix(".tsv"), sep="\t"), io.load_npz(out)["errors"]
+
+
 def test_fewshot_reuses_unchanged_epochs_only(tmp_path):
-    files = [tmp_path / f"e{e}.npz" for e in range(3)]
-    for e, f in enumerate(files[:2]):
-        write_acts(f, e)
+    acts, cache = tmp_path / "novel", tmp_path / "cache"
+    for epoch in range(2):
+        write_acts(acts / layout.epoch_file(epoch), epoch)
     logs = []
-    run = dict(method="m", seed=0, probe="novel", cache_dir=tmp_path / "cache", log=logs.append)
-    fewshot_run(files[:2], tmp_path / "t1.tsv", tmp_path / "m1.npz", settings=SETTINGS, **run)
-    write_acts(files[2], 2)
-    write_acts(files[1], 1, shift=3.0)  # epoch 1 changed: its key changes
+    fewshot(acts, [0, 1], tmp_path / "m1.npz", SETTINGS, cache, logs.append)
+    write_acts(acts / layout.epoch_file(2), 2)
+    write_acts(acts / layout.epoch_file(1), 1, shift=3.0)  # epoch 1 changed: its key changes
     logs.clear()
-    fewshot_run(files, tmp_path / "t2.tsv", tmp_path / "m2.npz", settings=SETTINGS, **run)
+    table, errors = fewshot(acts, [0, 1, 2], tmp_path / "m2.npz", SETTINGS, cache, logs.append)
     assert logs[0].endswith("epoch 0: cached")
-    assert "epoch 1: computed" in logs[1] and "epoch 2: computed" in logs[2]
+    assert "epoch 1: 1 values" in logs[1] and "epoch 2: 1 values" in logs[2]
     # cached results are identical to computing afresh
-    fewshot_run(
-        files,
-        tmp_path / "t3.tsv",
-        tmp_path / "m3.npz",
-        settings=SETTINGS,
-        **{**run, "cache_dir": None},
-    )
-    pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "t2.tsv", sep="\t"), pd.read_csv(tmp_path / "t3.tsv", sep="\t")
-    )
-    assert np.array_equal(
-        io.load_npz(tmp_path / "m2.npz")["errors"], io.load_npz(tmp_path / "m3.npz")["errors"]
-    )
+    fresh_table, fresh_errors = fewshot(acts, [0, 1, 2], tmp_path / "m3.npz", SETTINGS, None)
+    pd.testing.assert_frame_equal(table, fresh_table)
+    assert np.array_equal(errors, fresh_errors)
     # a changed setting misses the cache
     logs.clear()
-    fewshot_run(
-        files, tmp_path / "t4.tsv", tmp_path / "m4.npz", settings={**SETTINGS, "shots": 3}, **run
-    )
-    assert all("computed" in line for line in logs)
+    fewshot(acts, [0, 1, 2], tmp_path / "m4.npz", {**SETTINGS, "shots": 3}, cache, logs.append)
+    assert not any("cached" in line for line in logs) and len(logs) == 3

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from ssltrace.config import defaults
 from ssltrace.io import save_npz, torch_load, write_json
 from ssltrace.methods import build_method
 from ssltrace.methods.simclr import SimCLR
@@ -45,6 +46,7 @@ def data(tmp_path_factory):
 
 def make_run(method="simclr", epochs=3, **overrides):
     train = {
+        **defaults()["train"],
         "epochs": epochs,
         "batch_size": 16,
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
@@ -311,7 +313,7 @@ def test_training_set_is_the_known_classes_relabelled(data):
     "change, match",
     [
         ({"name": "x"}, "run has unknown key"),
-        ({"train": {"epochs": 2, "lr": 0.1}}, "run.train has unknown key"),
+        ({"train": {"epochs": 2, "lr": 0.1}}, "unknown key.*'train.lr'"),
         ({"train": {"epochs": 2, "optimizer": {"name": "rmsprop", "lr": 0.1}}}, "sgd"),
         ({"train": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1, "eta": 1}}}, "'eta'"),
         ({"train": {"epochs": 2, "schedule": {"name": "cosine", "horizon": 3}}}, "'horizon'"),
@@ -320,7 +322,6 @@ def test_training_set_is_the_known_classes_relabelled(data):
         ({"method": "simclrr"}, "unknown method 'simclrr'"),
         ({"method_params": {"temp": 1.0}}, "unknown method_params key 'temp'"),
         ({"augment": {"preset": "nope"}}, "unknown augment preset"),
-        ({"seed": -1}, "run.seed"),
         ({"architecture": {"name": "resnet18", "depth": 3}}, "has no parameter 'depth'"),
     ],
 )
@@ -331,6 +332,13 @@ def test_bad_runs_fail_before_training(data, tmp_path, change, match):
     with pytest.raises((ValueError, KeyError), match=match):
         train_run(run, *data, tmp_path / "run", Log())
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_incomplete_run_is_refused_naming_the_missing_keys(data, tmp_path):
+    run = make_run(epochs=2)
+    del run["augment"], run["train"]["amp"]
+    with pytest.raises(ValueError, match="run lacks 'augment', 'train.amp'"):
+        train_run(run, *data, tmp_path / "run", Log())
 
 
 # --- LARS and schedules ----------------------------------------------------------------

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from ssltrace.analysis.rdm import compare, upper
-from ssltrace.analysis.trajectory import aggregate_seeds, category_dissimilarity, epoch_stability
+from ssltrace.analysis.trajectory import category_dissimilarity, epoch_stability
+from ssltrace.figures.style import summarise
 from ssltrace.probesets import CIFAR100_GROUPS, rdm_probe_indices
 
 CIFAR100_COARSE = [
@@ -102,7 +103,7 @@ def test_category_dissimilarity_rejects_bad_input():
         category_dissimilarity(asymmetric, np.array([0, 0, 1, 1]), ["x", "y"])
 
 
-# --- seed aggregation ----------------------------------------------------------------------
+# --- seed aggregation (what the figures draw: figures.style.summarise) ----------------------
 
 
 def _table():
@@ -118,30 +119,19 @@ def _table():
     )
 
 
-def test_aggregate_seeds_mean_and_sd_by_hand():
-    out = aggregate_seeds(_table()).set_index(["method", "layer"])
-    assert list(out.columns) == ["epoch", "probe", "metric", "mean", "sd", "n_seeds"]
+def test_seed_summary_mean_and_sd_by_hand():
+    out = summarise(_table(), ["method", "layer"]).set_index(["method", "layer"])
     simclr = out.loc[("simclr", "layer1")]
     assert simclr["mean"] == pytest.approx(0.6)  # (0.2 + 0.5 + 1.1) / 3
     # sample sd: deviations -0.4, -0.1, 0.5 -> (0.16 + 0.01 + 0.25) / 2 = 0.21
-    assert simclr["sd"] == pytest.approx(np.sqrt(0.21))
-    assert simclr["n_seeds"] == 3
+    assert simclr["std"] == pytest.approx(np.sqrt(0.21))
+    assert simclr["count"] == 3
     single = out.loc[("simclr", "layer2")]
-    assert single["mean"] == pytest.approx(0.7) and np.isnan(single["sd"])
-    assert single["n_seeds"] == 1
+    assert single["mean"] == pytest.approx(0.7) and np.isnan(single["std"])
+    assert single["count"] == 1
     byol = out.loc[("byol", "layer1")]  # the NaN seed is skipped
-    assert byol["mean"] == pytest.approx(0.6) and byol["n_seeds"] == 2
-    assert byol["sd"] == pytest.approx(np.std([0.3, 0.9], ddof=1))
-
-
-def test_aggregate_seeds_rejects_bad_tables():
-    table = _table()
-    with pytest.raises(ValueError, match="lacks columns"):
-        aggregate_seeds(table.drop(columns="probe"))
-    with pytest.raises(ValueError, match="duplicated"):
-        aggregate_seeds(pd.concat([table, table.iloc[:1]]))
-    with pytest.raises(TypeError, match="DataFrame"):
-        aggregate_seeds(table.to_dict())
+    assert byol["mean"] == pytest.approx(0.6) and byol["count"] == 2
+    assert byol["std"] == pytest.approx(np.std([0.3, 0.9], ddof=1))
 
 
 # --- RDM probe set -------------------------------------------------------------------------

@@ -23,11 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ssltrace import config as sslconfig
+from ssltrace import layout
+from ssltrace import study as sslstudy
+from ssltrace.analysis import analysis
+from ssltrace.analysis.base import Job, run_job
 from ssltrace.analysis.clustering import mutual_information_bits
+from ssltrace.config import defaults
 from ssltrace.data import prepare_dataset
 from ssltrace.extract import extract_many
-from ssltrace.metrics import clustering_run, fewshot_run, geometry_run, trajectory_run
 from ssltrace.splits import write_probe, write_split
 from ssltrace.training import train_run
 
@@ -38,6 +41,7 @@ PROBES = {
     "novel": {"images_per_class": 30, "source": "test", "seed": 0},
 }
 TRAIN = {
+    **defaults()["train"],
     "epochs": EPOCHS,
     "batch_size": 64,
     "optimizer": {"name": "adam", "lr": 3.0e-3, "weight_decay": 1.0e-6},
@@ -57,6 +61,7 @@ def _run(method: str) -> dict:
     return {
         "method": method,
         "seed": 0,
+        "method_params": {},
         "architecture": {"name": "resnet18", "width": 0.125},
         "train": TRAIN,
         "augment": {"preset": "seed000", "crop_scale": [0.25, 1.0]},
@@ -74,26 +79,27 @@ def _prepare(root: Path) -> tuple[Path, Path, dict[str, Path]]:
 
 
 def _analyse(root: Path, method: str, probes: dict[str, Path]) -> dict[str, pd.DataFrame]:
-    epochs = sslconfig.checkpoint_epochs({"train": TRAIN, "method_settings": {}}, method)
-    ckpts = [root / method / "checkpoints" / f"epoch_{e:03d}.pt" for e in epochs]
-    acts = {k: [root / method / k / f"epoch_{e:03d}.npz" for e in epochs] for k in probes}
+    epochs = sslstudy.checkpoint_epochs({"train": TRAIN, "method_settings": {}}, method)
+    ckpts = layout.epoch_files(root / method / "checkpoints", epochs, ".pt")
+    acts = {k: layout.epoch_files(root / method / k, epochs) for k in probes}
     extract_many(ckpts, probes, acts, device="cpu", log=_quiet)
     out = root / method / "metrics"
-    run = {"method": method, "seed": 0, "log": _quiet}
+
+    def analyse(name, short, settings, **inputs):
+        job = Job(method, 0, epochs, {**inputs}, log=_quiet)
+        arrays = {a: out / f"{short}_{a}.npz" for a in analysis(name).arrays}
+        run_job(analysis(name)(settings), job, out / f"{short}.tsv", arrays)
+
     trajectory = {"rdm_metric": "correlation", "compare": ["pearson", "spearman"]}
-    trajectory_run(acts["rdm"], out / "tr.tsv", out / "tr.npz", settings=trajectory, **run)
+    analyse("trajectory", "tr", trajectory, rdm=root / method / "rdm")
     geometry = {"levels": ["fine", "coarse"], "probes": [], "device": "cpu"}
-    geometry_run(acts["known"], [], out / "ge.tsv", settings=geometry, **run)
+    analyse("geometry", "ge", geometry, known=root / method / "known")
     fewshot = {"shots": 5, "trials": 100, "distance": "sqeuclidean", "seed": 0, "device": "cpu"}
-    fewshot_run(
-        acts["novel"], out / "fs.tsv", out / "fs.npz", probe="novel", settings=fewshot, **run
-    )
+    analyse("fewshot", "fs", fewshot, novel=root / method / "novel")
     clustering = {"linkage": "average", "permutations": 0, "seed": 0}
-    clustering_run(
-        out / "fs.npz", out / "cl.tsv", out / "cl.npz", probe="novel", settings=clustering, **run
-    )
+    analyse("clustering", "cl", clustering, errors=out / "fs_errors.npz")
     tables = {name: pd.read_csv(out / f"{name}.tsv", sep="\t") for name in ("tr", "ge", "fs", "cl")}
-    tables["clusters"] = out / "cl.npz"
+    tables["clusters"] = out / "cl_clusters.npz"
     return tables
 
 

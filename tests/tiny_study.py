@@ -1,23 +1,19 @@
 """The smallest study that runs every stage (1 method, 1 seed, 2 epochs, width 0.125), and a
 Snakemake runner for it, shared by the kill, determinism and security tests.
 
-`reference()` runs it once per test session (cached) in a temp directory; the tests that
-need a complete uninterrupted study compare against it instead of running their own.
+`reference()` runs it once per test run (tests/shared.py: shared by the xdist workers); the
+tests that need a complete uninterrupted study compare against it instead of running their own.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from ssltrace import config as sslconfig
-from tests import conftest, killpoints
+from tests import conftest, killpoints, shared
 from tests.conftest import ROOT
 
 TINY = {
@@ -79,19 +75,22 @@ def temp_leftovers(results: Path) -> list[Path]:
     return [p for p in results.rglob("*") if ".tmp" in p.name or p.name.endswith(".part")]
 
 
-@functools.cache
-def _session_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="ssltrace_tiny_"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-@functools.cache
 def reference() -> Path:
-    """An uninterrupted tiny study: all five tables and figure 5, every rename recorded."""
-    work = make_workdir(_session_dir() / "reference")
-    snakemake(work, *TABLES, *FIG5, env=hooked_env(work))
-    return work
+    """An uninterrupted tiny study: all five tables and figure 5, every rename recorded
+    (built once per test run, tests/shared.py)."""
+
+    def build(work: Path) -> None:
+        _forget_records(work)
+        make_workdir(work)
+        snakemake(work, *TABLES, *FIG5, env=hooked_env(work))
+
+    return shared.build_once("reference", build)
+
+
+def _forget_records(work: Path) -> None:
+    """Remove what an earlier, failed build of `work` recorded beside it."""
+    for suffix in ("_renames.jsonl", "_argv.jsonl"):
+        (work.parent / f"{work.name}{suffix}").unlink(missing_ok=True)
 
 
 def renames_of(workdir: Path) -> list[dict]:
@@ -111,18 +110,21 @@ HOSTILE = (
 )
 
 
-@functools.cache
 def hostile() -> tuple[Path, Path]:
     """The tiny study (tables and figure 5) with results_dir and data_dir under a directory
     named HOSTILE; returns (workdir, results_dir). Each job's argv is recorded."""
-    work = _session_dir() / "hostile"
-    results = work / HOSTILE / "results"
-    make_workdir(work, results_dir=str(results), data_dir=str(work / HOSTILE / "data dir"))
-    env = {**hooked_env(work), killpoints.ARGV_ENV: str(work.parent / "hostile_argv.jsonl")}
-    targets = [str(results / name.removeprefix("results/")) for name in (*TABLES, *FIG5)]
-    snakemake(work, *targets, env=env)
-    return work, results
+
+    def build(work: Path) -> None:
+        _forget_records(work)
+        results = work / HOSTILE / "results"
+        make_workdir(work, results_dir=str(results), data_dir=str(work / HOSTILE / "data dir"))
+        env = {**hooked_env(work), killpoints.ARGV_ENV: str(work.parent / "hostile_argv.jsonl")}
+        targets = [str(results / name.removeprefix("results/")) for name in (*TABLES, *FIG5)]
+        snakemake(work, *targets, env=env)
+
+    work = shared.build_once("hostile", build)
+    return work, work / HOSTILE / "results"
 
 
 def argv_of_hostile() -> list[list[str]]:
-    return _jsonl(_session_dir() / "hostile_argv.jsonl")
+    return _jsonl(shared.run_dir() / "hostile_argv.jsonl")

@@ -12,26 +12,10 @@ import torch.nn.functional as F
 
 from ssltrace import io, store
 from ssltrace.device import resolve_device
+from ssltrace.network import load_network
 from ssltrace.store import EpochCache
 
 POOLINGS = ("mean", "max", "flatten", "avg2x2")
-
-
-def load_network(checkpoint_path: Path, device: torch.device):
-    """Rebuild the method module a checkpoint was written from and load its weights."""
-    from ssltrace.methods import build_method
-    from ssltrace.models import build_backbone
-
-    ckpt = io.torch_load(checkpoint_path)
-    arch = dict(ckpt["architecture"])
-    backbone = build_backbone(arch.pop("name"), **arch)
-    net = build_method(ckpt["method"], backbone, ckpt["method_params"], ckpt["n_classes"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net.to(device).eval(), ckpt
-
-
-def named_layers(net) -> dict[str, torch.nn.Module]:
-    return {**net.backbone.layer_modules(), "head_fc1": net.head.fc1}
 
 
 def pool(activation: torch.Tensor, how: str) -> torch.Tensor:
@@ -61,7 +45,7 @@ def activations(
     """Pooled activations [n, d] per layer; images are normalised as in training, unaugmented."""
     from ssltrace.augment import Augmenter
 
-    modules = named_layers(net)
+    modules = net.layer_modules()
     device = next(net.parameters()).device
     to_input = Augmenter(augment, device).plain
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
@@ -80,16 +64,6 @@ def activations(
         for hook in hooks:
             hook.remove()
     return {name: torch.cat(chunks).numpy() for name, chunks in store.items()}
-
-
-def extract_run(
-    checkpoints: Sequence[Path],
-    probe_path: Path,
-    outputs: Sequence[Path],
-    **options,
-) -> None:
-    """One probe set: `extract_many` with a single probe (outputs[i] for checkpoints[i])."""
-    extract_many(checkpoints, {"probe": probe_path}, {"probe": outputs}, **options)
 
 
 def extract_many(
@@ -138,7 +112,7 @@ def extract_many(
         if not todo:
             continue
         net, ckpt = load_network(Path(ckpt_path), dev)
-        names = list(layers) if layers else list(named_layers(net))
+        names = list(layers) if layers else list(net.layer_modules())
         for name in todo:
             start = time.perf_counter()
             probe, out = data[name], outputs[name][i]

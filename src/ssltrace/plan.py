@@ -1,7 +1,8 @@
 """Summarise a study before it starts: jobs per rule, GPU-hours, disk.
 
-Job counts follow the workflow's granularity (per run and stage; see docs/ARCHITECTURE.md),
-checked against `snakemake -n` by the tests. GPU-hours come from measured throughput: the
+Job counts follow the workflow's granularity (per run and stage; see docs/ARCHITECTURE.md):
+the stages, every registered analysis and every row of the figure table; the tests check
+them against `snakemake -n`. GPU-hours come from measured throughput: the
 median images/s of the study's own training logs (e.g. after a one-epoch pilot run) or a
 value the user measured (`--images-per-s`). Disk comes from the networks' parameter counts and
 the layer sizes of the probe sets, both computed on the meta device (no memory, no weights).
@@ -15,77 +16,47 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssltrace import config as sslconfig
-
-PROBES = ("novel", "human", "rdm", "known", "sample")
-PER_RUN_RULES = {
-    "pretrain": 1,
-    "extract": 1,
-    "fewshot": 1,
-    "clustering": 1,
-    "human_alignment": 1,
-    "trajectory": 1,
-    "geometry": 1,
-}
-GLOBAL_RULES = {
-    "dataset": 1,
-    "human_dataset": 1,
-    "split": 1,
-    **{f"probe_{p}": 1 for p in PROBES},
-    "collect_table": 5,
-}
+from ssltrace import layout, study
 
 
-def jobs_per_rule(cfg: dict, n_figure_rules: int) -> dict[str, int]:
+def jobs_per_rule(cfg: dict) -> dict[str, int]:
+    """Jobs of each rule, as the workflow plans them (one per run and stage; see the rules)."""
+    from ssltrace.analysis import registered
+    from ssltrace.figures.table import figure_table
+
     runs = len(cfg["methods"]) * len(cfg["seeds"])
-    jobs = {**GLOBAL_RULES, **{rule: n * runs for rule, n in PER_RUN_RULES.items()}}
-    jobs["figures"] = n_figure_rules
+    analyses = registered().names()
+    jobs = {"dataset": 1, "human_dataset": 1, "split": 1}
+    jobs.update({f"probe_{kind}": 1 for kind in layout.PROBES})
+    jobs["collect_table"] = len(analyses)
+    jobs.update({rule: runs for rule in ("pretrain", "extract", *analyses)})
+    jobs.update({row.rule: 1 for row in figure_table()})
     jobs["all"] = 1
     return jobs
-
-
-def probe_sizes(cfg: dict) -> dict[str, int]:
-    """Images per probe set."""
-    p = cfg["probes"]
-    per_novel_class = p["novel"]["images_per_class"]
-    n_fine_novel = 5 * cfg["split"]["n_novel"]  # both datasets have 5 fine per coarse class
-    n_fine_known = 5 * cfg["split"]["n_known"]
-    known = p["known"]["train_per_class"] + p["known"]["test_per_class"]
-    sample = p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"])
-    return {
-        "novel": n_fine_novel * per_novel_class,
-        "human": 10 * p["human"]["images_per_class"],
-        "rdm": p["rdm"]["n_images"],
-        "known": n_fine_known * known,
-        "sample": sample,
-    }
 
 
 def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
     """(checkpoint bytes, activation values per image over the extracted layers)."""
     import torch
 
-    from ssltrace.extract import named_layers, pool
-    from ssltrace.methods import build_method
-    from ssltrace.models import build_backbone
+    from ssltrace.extract import pool
+    from ssltrace.network import build_network
 
-    arch = dict(cfg["architecture"])
+    params = cfg["method_settings"].get(method, {}).get("params", {})
+    n_classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
     with torch.device("meta"):
-        backbone = build_backbone(arch.pop("name"), **arch)
-        params = cfg["method_settings"].get(method, {}).get("params", {})
-        net = build_method(method, backbone, params, 5 * cfg["split"]["n_known"])
+        net = build_network(cfg["architecture"], method, params, n_classes)
     state = net.state_dict()
     ckpt_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    layers = sslconfig.analysed_layers(cfg)
     dims: dict[str, int] = {}
-    modules = named_layers(net)
+    modules = net.layer_modules()
     hooks = [
         modules[name].register_forward_hook(
             lambda _m, _i, out, name=name: dims.__setitem__(
                 name, pool(out, cfg["extract"]["pooling"]).shape[1]
             )
         )
-        for name in layers
+        for name in study.analysed_layers(cfg)
     ]
     net.eval()
     with torch.no_grad():
@@ -98,28 +69,28 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
 def measured_throughput(results_dir: Path) -> dict[str, float]:
     """Median training images/s per method from the study's own logs (empty if none)."""
     rates: dict[str, list[float]] = {}
-    for path in glob.glob(str(results_dir / "runs" / "*" / "seed*" / "train_log.tsv")):
+    for path in glob.glob(str(results_dir / layout.fill(layout.TRAIN_LOG, method="*", seed="*"))):
         log = pd.read_csv(path, sep="\t")
         if len(log):
             rates.setdefault(Path(path).parents[1].name, []).extend(log["images_per_s"])
     return {method: float(np.median(v)) for method, v in rates.items()}
 
 
-def summary(cfg: dict, images_per_s: float | None = None, n_figure_rules: int = 1) -> str:
+def summary(cfg: dict, images_per_s: float | None = None) -> str:
     lines = ["Jobs per rule:"]
-    jobs = jobs_per_rule(cfg, n_figure_rules)
+    jobs = jobs_per_rule(cfg)
     lines += [f"  {rule:18s} {n:6d}" for rule, n in jobs.items()]
     lines.append(f"  {'total':18s} {sum(jobs.values()):6d}")
     measured = measured_throughput(Path(cfg["results_dir"]))
-    sizes = probe_sizes(cfg)
+    sizes = study.probe_sizes(cfg)
     act_dtype = 2 if cfg["extract"]["dtype"] == "float16" else 4
-    n_train = sslconfig.training_images(cfg)
+    n_train = study.training_images(cfg)
     gpu_hours, ckpt_total, act_total = 0.0, 0, 0
     lines.append("Per method (per seed):")
     for method in cfg["methods"]:
         ckpt_bytes, values = network_sizes(cfg, method)
-        n_ckpt = len(sslconfig.checkpoint_epochs(cfg, method))
-        n_analysed = len(sslconfig.analysed_epochs(cfg, method))
+        n_ckpt = len(study.checkpoint_epochs(cfg, method))
+        n_analysed = len(study.analysed_epochs(cfg, method))
         epochs = n_ckpt - 1
         rate = measured.get(method, images_per_s)
         hours = epochs * n_train / rate / 3600 if rate and epochs else 0.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ssltrace import io
+from ssltrace.layout import PROBES
 
 
 def make_split(fine_to_coarse: np.ndarray, coarse_names, n_known: int, n_novel: int, seed: int):
@@ -189,7 +190,9 @@ def sample_probe(
     }
 
 
-PROBE_KINDS = ("novel", "human", "rdm", "known", "sample")
+# Probe kinds (ssltrace.layout.PROBES) drawn with the known/novel split; `human` is drawn from
+# the human-comparison file, `rdm` from the dataset alone.
+FROM_SPLIT = ("novel", "known", "sample")
 
 
 def write_probe(
@@ -223,5 +226,5 @@ def write_probe(
             options.get("augment"),
         )
     else:
-        raise ValueError(f"unknown probe set {kind!r}; expected one of {', '.join(PROBE_KINDS)}")
+        raise ValueError(f"unknown probe set {kind!r}; expected one of {', '.join(PROBES)}")
     io.save_npz(out, probe)

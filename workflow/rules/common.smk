@@ -1,12 +1,16 @@
-# Config validation, paths and input functions; stage files hold only rules.
+# Config validation, paths and input functions; stage files hold only rules. Paths come from
+# ssltrace.layout, what each run and stage needs from ssltrace.study, the analyses and figures
+# from their registries: this file knows no analysis or figure by name.
 import json
-import os
 import shlex
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from ssltrace import config as sslconfig
+from ssltrace import layout, study
+from ssltrace.analysis import registered
+from ssltrace.analysis.base import Activations, Artifact, ProbeFile
+from ssltrace.figures.table import figure_table
+from ssltrace.splits import FROM_SPLIT
 
 # Snakemake merges --configfile presets and --config into config.yaml key by key; redo that
 # merge as `ssltrace check-config` does, where a mapping naming another optimizer (schedule,
@@ -14,44 +18,40 @@ from ssltrace import config as sslconfig
 _cli_files = [Path(f) for f in workflow.config_settings.configfiles]
 if _cli_files or workflow.config_settings.config:
     _base = [Path(f) for f in workflow.configfiles if Path(f) not in _cli_files]
-    _merged = sslconfig.merge_files(_base + _cli_files, workflow.config_settings.config)
+    _merged = sslconfig.merge_files(
+        [*_base, *_cli_files], workflow.config_settings.config
+    )
     config.clear()
     config.update(_merged)
 
 try:
-    # ssltrace's own check first: one message naming the key, before anything is planned.
-    # Jobs that Snakemake runs in their own process (SLURM) re-read this file: the main process
-    # has already built the networks to check layer names, so they skip that.
-    CFG = sslconfig.validate(config, semantic=workflow.is_main_process)
+    # Validated against the package's schema (src/ssltrace/schemas, also workflow/schemas)
+    # and checked against the registries: one message naming the key, before anything is
+    # planned. Jobs that Snakemake runs in their own process (SLURM) re-read this file: the
+    # main process has already built the networks to check layer names, so they skip that.
+    CFG = study.checked(config, deep=workflow.is_main_process)
 except sslconfig.ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
-validate(config, schema="../schemas/config.schema.yaml")
 
 R = CFG["results_dir"]
-LOGS = f"{R}/logs"
+LOGS = f"{R}/{layout.LOGS}"
+CACHE = f"{R}/{layout.CACHE}"
 METHODS = CFG["methods"]
 SEEDS = CFG["seeds"]
-PROBES = ["novel", "human", "rdm", "known", "sample"]
-ANALYSES = ["fewshot", "clustering", "human", "trajectory", "geometry"]
+ANALYSES = registered()
+FIGURES = figure_table()
 
 
 wildcard_constraints:
     method="|".join(METHODS),
     seed=r"\d+",
-    probe="|".join(PROBES),
+    probe="|".join(layout.PROBES),
     analysis="|".join(ANALYSES),
 
 
-# Cheap bookkeeping runs where Snakemake runs (downloads need the login node's network).
-localrules:
-    dataset,
-    human_dataset,
-    split,
-    probe_novel,
-    probe_human,
-    probe_rdm,
-    probe_known,
-    collect_table,
+def path(pattern, **fields):
+    """`pattern` of ssltrace.layout under results_dir; unnamed fields stay wildcards."""
+    return layout.path(R, pattern, **fields)
 
 
 def as_json(value):
@@ -60,40 +60,36 @@ def as_json(value):
 
 
 def dataset_file():
-    return f"{R}/data/{CFG['dataset']['name']}.npz"
+    return path(layout.DATASET, dataset=CFG["dataset"]["name"])
 
 
 def human_file():
-    return f"{R}/data/human_{CFG['human']['name']}.npz"
+    return path(layout.HUMAN, human=CFG["human"]["name"])
 
 
-def run_dir(w):
-    return f"{R}/runs/{w.method}/seed{w.seed}"
+def probe_input(kind):
+    """A probe set is drawn from the human set or the dataset, and maybe the split."""
+    source = human_file() if kind == "human" else dataset_file()
+    split = {"split": path(layout.SPLIT)} if kind in FROM_SPLIT else {}
+    return {"dataset": source, **split}
+
+
+def probe_args(wildcards, input):
+    return f"--split {shlex.quote(input.split)}" if "split" in input.keys() else ""
 
 
 def run_settings(w):
-    return as_json(sslconfig.run_settings(CFG, w.method, int(w.seed)))
+    return as_json(study.run_settings(CFG, w.method, int(w.seed)))
 
 
 def analysed_epochs(w):
-    return " ".join(str(e) for e in sslconfig.analysed_epochs(CFG, w.method))
-
-
-CACHE = f"{R}/cache"
+    return " ".join(str(e) for e in study.analysed_epochs(CFG, w.method))
 
 
 def activations_dir(probe):
     """Activations are temporary unless every epoch is kept (extract.keep)."""
-    path = directory(f"{R}/activations/{{method}}/seed{{seed}}/{probe}")
-    return path if CFG["extract"]["keep"] == "all" else temp(path)
-
-
-def extract_settings():
-    layers = CFG["extract"]["layers"]
-    keys = ("pooling", "batch_size", "device", "dtype", "keep")
-    settings = {k: CFG["extract"][k] for k in keys}
-    settings["layers"] = None if layers == "all" else layers
-    return as_json(settings)
+    folder = directory(path(layout.ACTIVATIONS, probe=probe))
+    return folder if CFG["extract"]["keep"] == "all" else temp(folder)
 
 
 def minutes(base):
@@ -103,86 +99,107 @@ def minutes(base):
 
 def pretrain_runtime(w, attempt):
     """Minutes for SLURM: a generous per-epoch guess that grows with each retry."""
-    epochs = len(sslconfig.checkpoint_epochs(CFG, w.method))
+    epochs = len(study.checkpoint_epochs(CFG, w.method))
     return int((30 + 2 * epochs) * attempt)
 
 
-def per_run(pattern, probe=None):
-    """`pattern` expanded over every (method, seed) run of the study."""
-    paths = []
-    for method in METHODS:
-        for seed in SEEDS:
-            paths.append(pattern.format(R=R, method=method, seed=seed, probe=probe))
-    return paths
+def per_run(pattern):
+    """`pattern` (with {method} and {seed}) filled for every (method, seed) run."""
+    return [path(pattern, method=m, seed=s) for m in METHODS for s in SEEDS]
 
 
 def get_final_output():
-    # FIGURE_STEMS is filled by the figure rules (rules/figures.smk), one stem per figure.
     figures = [
-        f"{R}/figures/{stem}.{fmt}"
-        for stem in FIGURE_STEMS
+        path(layout.FIGURE, stem=row.stem, fmt=fmt)
+        for row in FIGURES
         for fmt in CFG["figures"]["formats"]
     ]
-    tables = [f"{R}/tables/{name}.tsv" for name in ANALYSES]
-    logs = per_run("{R}/runs/{method}/seed{seed}/train_log.tsv")
-    return figures + tables + logs
+    tables = [path(layout.STUDY_TABLE, analysis=name) for name in ANALYSES]
+    return figures + tables + per_run(layout.TRAIN_LOG)
+
+
+# Helpers of the analysis rules (workflow/rules/metrics.smk).
+
+
+def analysis_inputs(cls):
+    """{role: path pattern} of an analysis's declared inputs (ssltrace.analysis.base)."""
+    return {role: path(spec.pattern()) for role, spec in cls.inputs.items()}
+
+
+def analysis_outputs(cls):
+    table = path(layout.METRIC_TABLE, analysis=cls.name)
+    arrays = {
+        a: path(layout.METRIC_ARRAYS, analysis=cls.name, array=a) for a in cls.arrays
+    }
+    return {"table": table, **arrays}
+
+
+def job_resources(resources):
+    """A declared {mem_mb, runtime[, gpu]}, the runtime growing with each retry."""
+    return {**resources, "runtime": minutes(resources["runtime"])}
+
+
+def named_args(option, items):
+    """`--option NAME=PATH` for each item, quoted for the shell."""
+    return " ".join(f"--{option} {shlex.quote(f'{name}={p}')}" for name, p in items)
+
+
+def analysis_args(cls):
+    """The --input and --array options of `ssltrace analyse` for one job."""
+
+    def args(wildcards, input, output):
+        arrays = [(name, output[name]) for name in cls.arrays]
+        return f"{named_args('input', input.items())} {named_args('array', arrays)}"
+
+    return args
 
 
 # Helpers of the figure rules (workflow/rules/figures.smk).
-SEED000 = "Seed 000: few-shot structure and human errors"
-SEED001 = "Seed 001: representational trajectories"
-SEED004 = "Seed 004: clustering geometry"
-TRAINING = "Training"
-
-# Stems of every figure rule below, for get_final_output().
-FIGURE_STEMS = []
 
 
-def figure_outputs(stem, caption, category):
+def figure_inputs(row):
+    """Study tables by role; per-run files as ROLE:METHOD:SEED (ssltrace.figures.readers)."""
+    inputs = {}
+    for role, spec in row.inputs.items():
+        if not spec.per_run:
+            inputs[role] = path(spec.pattern)
+            continue
+        for method in METHODS:
+            for seed in SEEDS:
+                inputs[f"{role}:{method}:{seed}"] = path(
+                    spec.pattern, method=method, seed=seed
+                )
+    return inputs
+
+
+def figure_outputs(row):
     """{fmt: path} for every configured format, the viewable one wrapped in report()."""
     formats = CFG["figures"]["formats"]
     shown = next((f for f in ("png", "svg") if f in formats), formats[0])
-    FIGURE_STEMS.append(stem)
     outputs = {}
     for fmt in formats:
-        path = f"{R}/figures/{stem}.{fmt}"
+        out = path(layout.FIGURE, stem=row.stem, fmt=fmt)
         if fmt == shown:
-            path = report(path, caption=f"../report/{caption}", category=category)
-        outputs[fmt] = path
+            out = report(out, caption="../report/figure.rst", category=row.category)
+        outputs[fmt] = out
     return outputs
 
 
-def figure_runs(role, pattern):
-    """Inputs named ROLE:METHOD:SEED, one per run (see ssltrace.figures.readers)."""
-    return {
-        f"{role}:{method}:{seed}": pattern.format(R=R, method=method, seed=seed)
-        for method in METHODS
-        for seed in SEEDS
-    }
+def figure_log(row):
+    return f"{LOGS}/figures/{row.rule}.log"
 
 
 def figure_args(wildcards, input):
-    """`--input ROLE=PATH` for every named input of the rule."""
-    return " ".join(
-        f"--input {shlex.quote(f'{role}={path}')}" for role, path in input.items()
-    )
+    return named_args("input", input.items())
 
 
 def figure_stem(wildcards, output):
     """Output path without its format extension (every output shares it)."""
-    return os.path.splitext(output[0])[0]
+    return str(Path(output[0]).with_suffix(""))
 
 
-# Study tables sort layers alphabetically; figures draw them input -> output.
-FIGURE_LAYERS = sslconfig.analysed_layers(CFG)
-
-
-def figure_settings(**extra):
-    """The `figures` config plus the layer order and any analysis setting a figure labels."""
-    return as_json({**CFG["figures"], "layer_order": FIGURE_LAYERS, **extra})
-
-
-FIGURE_SHELL = (
-    "ssltrace figure --name {params.name} {params.inputs} --stem {params.stem:q} "
-    "--settings {params.settings:q} > {log:q} 2>&1"
-)
+def figure_settings(row):
+    """The `figures` config, the layer order (study tables sort layers alphabetically;
+    figures draw them input -> output) and the config values the row labels."""
+    settings = {**CFG["figures"], "layer_order": study.analysed_layers(CFG)}
+    return as_json({**settings, **row.config_settings(CFG)})

@@ -1,6 +1,18 @@
 # Data stage: datasets (downloaded + verified, or generated), known/novel split, probe sets.
 
 
+# Cheap bookkeeping runs where Snakemake runs (downloads need the login node's network).
+localrules:
+    dataset,
+    human_dataset,
+    split,
+    probe_novel,
+    probe_human,
+    probe_rdm,
+    probe_known,
+    collect_table,
+
+
 rule dataset:
     output:
         dataset_file(),
@@ -45,7 +57,7 @@ rule split:
     input:
         dataset_file(),
     output:
-        f"{R}/splits/split.json",
+        path(layout.SPLIT),
     log:
         f"{LOGS}/split.log",
     conda:
@@ -61,104 +73,28 @@ rule split:
         "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
-rule probe_novel:
-    input:
-        dataset=dataset_file(),
-        split=f"{R}/splits/split.json",
-    output:
-        f"{R}/probes/novel.npz",
-    log:
-        f"{LOGS}/probe_novel.log",
-    conda:
-        "../../envs/ssltrace.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=minutes(10),
-    params:
-        settings=as_json(CFG["probes"]["novel"]),
-    shell:
-        "ssltrace probe --kind novel --dataset {input.dataset:q} --split {input.split:q} "
-        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+# One rule per probe kind (ssltrace.layout.PROBES), all from this template.
+for kind in layout.PROBES:
 
-
-rule probe_human:
-    input:
-        human_file(),
-    output:
-        f"{R}/probes/human.npz",
-    log:
-        f"{LOGS}/probe_human.log",
-    conda:
-        "../../envs/ssltrace.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=minutes(10),
-    params:
-        settings=as_json(CFG["probes"]["human"]),
-    shell:
-        "ssltrace probe --kind human --dataset {input:q} --out {output:q} "
-        "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule probe_rdm:
-    input:
-        dataset_file(),
-    output:
-        f"{R}/probes/rdm.npz",
-    log:
-        f"{LOGS}/probe_rdm.log",
-    conda:
-        "../../envs/ssltrace.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=minutes(10),
-    params:
-        settings=as_json({**CFG["probes"]["rdm"], "dataset": CFG["dataset"]["name"]}),
-    shell:
-        "ssltrace probe --kind rdm --dataset {input:q} --out {output:q} "
-        "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule probe_known:
-    input:
-        dataset=dataset_file(),
-        split=f"{R}/splits/split.json",
-    output:
-        f"{R}/probes/known.npz",
-    log:
-        f"{LOGS}/probe_known.log",
-    conda:
-        "../../envs/ssltrace.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=minutes(10),
-    params:
-        settings=as_json(CFG["probes"]["known"]),
-    shell:
-        "ssltrace probe --kind known --dataset {input.dataset:q} --split {input.split:q} "
-        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule probe_sample:
-    input:
-        dataset=dataset_file(),
-        split=f"{R}/splits/split.json",
-    output:
-        f"{R}/probes/sample.npz",
-    log:
-        f"{LOGS}/probe_sample.log",
-    conda:
-        "../../envs/ssltrace.yaml"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=minutes(30),
-    params:
-        settings=as_json({**CFG["probes"]["sample"], "augment": CFG["augment"]}),
-    shell:
-        "ssltrace probe --kind sample --dataset {input.dataset:q} --split {input.split:q} "
-        "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+    rule:
+        name:
+            f"probe_{kind}"
+        input:
+            **probe_input(kind),
+        output:
+            path(layout.PROBE, probe=kind),
+        log:
+            f"{LOGS}/probe_{kind}.log",
+        conda:
+            "../../envs/ssltrace.yaml"
+        threads: 1
+        resources:
+            mem_mb=8000 if kind == "sample" else 4000,
+            runtime=minutes(30 if kind == "sample" else 10),
+        params:
+            kind=kind,
+            split=probe_args,
+            settings=as_json(study.probe_settings(CFG, kind)),
+        shell:
+            "ssltrace probe --kind {params.kind} --dataset {input.dataset:q} {params.split} "
+            "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -4,10 +4,10 @@
 
 rule extract:
     input:
-        checkpoints=f"{R}/runs/{{method}}/seed{{seed}}/checkpoints",
-        probes=expand(f"{R}/probes/{{probe}}.npz", probe=PROBES),
+        checkpoints=path(layout.CHECKPOINTS),
+        probes=[path(layout.PROBE, probe=probe) for probe in layout.PROBES],
     output:
-        **{probe: activations_dir(probe) for probe in PROBES},
+        **{probe: activations_dir(probe) for probe in layout.PROBES},
     log:
         f"{LOGS}/extract/{{method}}_seed{{seed}}.log",
     conda:
@@ -19,12 +19,11 @@ rule extract:
         runtime=minutes(60),
     params:
         epochs=analysed_epochs,
-        probes=" ".join(
-            f"--probe {shlex.quote(f'{probe}={R}/probes/{probe}.npz')}"
-            for probe in PROBES
+        probes=named_args(
+            "probe", [(p, path(layout.PROBE, probe=p)) for p in layout.PROBES]
         ),
-        out_dir=lambda w: f"{R}/activations/{w.method}/seed{w.seed}",
-        settings=extract_settings(),
+        out_dir=lambda w: path(layout.RUN_ACTIVATIONS, method=w.method, seed=w.seed),
+        settings=as_json(study.extract_settings(CFG)),
         cache=CACHE,
     shell:
         "ssltrace extract --checkpoints-dir {input.checkpoints:q} {params.probes} "

@@ -6,10 +6,10 @@
 rule pretrain:
     input:
         dataset=dataset_file(),
-        split=f"{R}/splits/split.json",
+        split=path(layout.SPLIT),
     output:
-        checkpoints=directory(f"{R}/runs/{{method}}/seed{{seed}}/checkpoints"),
-        table=f"{R}/runs/{{method}}/seed{{seed}}/train_log.tsv",
+        checkpoints=directory(path(layout.CHECKPOINTS)),
+        table=path(layout.TRAIN_LOG),
     log:
         f"{LOGS}/pretrain/{{method}}_seed{{seed}}.log",
     conda:
@@ -21,7 +21,7 @@ rule pretrain:
         runtime=pretrain_runtime,
     params:
         settings=run_settings,
-        out_dir=run_dir,
+        out_dir=lambda w: path(layout.RUN, method=w.method, seed=w.seed),
     shell:
         "ssltrace pretrain --dataset {input.dataset:q} --split {input.split:q} "
         "--out-dir {params.out_dir:q} --threads {threads} "

@@ -1,14 +1,15 @@
-"""Array-level analyses: arrays in, arrays (or numbers) out; no files, no models.
+"""Analyses: array-level measures (arrays in, arrays or numbers out) and the pipeline
+analyses that apply them to every epoch and layer of a run (`ssltrace.analysis.base`).
 
-`ANALYSES` maps each analysis name to a one-line description (shown by `ssltrace list`).
-A module of this package registers its own analyses when imported:
+`ANALYSES` maps each pipeline analysis name to its class; the class lives in the module of
+the same name (`fewshot` in `fewshot.py`) and registers itself:
 
-    from ssltrace.analysis import register_analysis
-    register_analysis("fewshot", "pairwise m-shot prototype errors ...")
+    @ANALYSES.register("fewshot")
+    class FewShot(PerEpochAnalysis): ...
 
-`registered()` imports every module of the package first, so the registry it returns is
-complete and adding an analysis never touches this file. Importing one module imports only
-that one: a clustering job does not load torch for the few-shot module beside it.
+`analysis(name)` imports only that module (a clustering job does not load torch for the
+few-shot module beside it); `registered()` imports every module first, so the registry it
+returns is complete and adding an analysis never touches this file.
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ import pkgutil
 
 from ssltrace.registry import Registry
 
-ANALYSES: Registry[str] = Registry("analysis")
+ANALYSES: Registry[type] = Registry("analysis")
 
 
-def register_analysis(name: str, description: str) -> None:
-    """Add `name` -> one-line `description` to `ANALYSES` (a name registered twice is an error)."""
-    ANALYSES.register(name)(description)
+def analysis(name: str) -> type:
+    """The class of pipeline analysis `name`, importing only its own module."""
+    if name not in ANALYSES and name in _module_names():
+        importlib.import_module(f"{__name__}.{name}")
+    return ANALYSES.get(name)
 
 
-def registered() -> Registry[str]:
+def registered() -> Registry[type]:
     """`ANALYSES` with every analysis of the package registered."""
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+    for name in _module_names():
+        importlib.import_module(f"{__name__}.{name}")
     return ANALYSES
+
+
+def _module_names() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]

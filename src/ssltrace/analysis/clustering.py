@@ -16,15 +16,11 @@ import scipy.cluster.hierarchy as sch
 import scipy.optimize
 import scipy.spatial.distance
 
-from ssltrace.analysis import register_analysis
+from ssltrace import io
+from ssltrace.analysis import ANALYSES
+from ssltrace.analysis.base import Analysis, Artifact, Job, Result
 
 LINKAGES = ("average", "single", "complete", "weighted", "ward")
-
-register_analysis(
-    "clustering",
-    "hierarchical clustering of few-shot errors vs coarse classes: mutual information in "
-    "bits, permutation p (seed 000 §2.6, Eq. 10)",
-)
 
 
 def error_dissimilarity(errors) -> np.ndarray:
@@ -215,3 +211,67 @@ def _mi_bits(joint: np.ndarray) -> np.ndarray:
 def _entropy_bits(p: np.ndarray) -> float:
     p = p[p > 0]
     return float(-(p * np.log2(p)).sum())
+
+
+@ANALYSES.register("clustering")
+class Clustering(Analysis):
+    """Per epoch and layer: clusters of the few-shot error matrix vs the coarse classes.
+
+    Rows: `mi_bits`, `nmi`, `mi_pvalue` (with permutations) per layer, and per epoch one
+    `best_layer_mi_bits` row at the layer with the highest MI. Array file `clusters`: cluster
+    labels, correspondence matrices (clusters x coarse classes, rows matched by maximum-weight
+    assignment, Fig. 7) and linkages, [epoch, layer, ...]. Cheap, so not cached.
+    """
+
+    name = "clustering"
+    summary = (
+        "hierarchical clustering of few-shot errors vs coarse classes: mutual information in "
+        "bits, permutation p (seed 000 §2.6, Eq. 10)"
+    )
+    inputs = {"errors": Artifact("fewshot", "errors")}
+    arrays = ("clusters",)
+    sections = ("clustering",)
+
+    def run(self, job: Job) -> Result:
+        data = io.load_npz(job.inputs["errors"])
+        coarse, layers = data["class_coarse"], [str(x) for x in data["layers"]]
+        probe = str(data["probe"])  # the probe set the few-shot errors were measured on
+        n_clusters = len(np.unique(coarse))
+        n_epochs = len(data["epochs"])
+        assignments = np.zeros((n_epochs, len(layers), len(coarse)), dtype=np.int64)
+        correspondence = np.zeros((n_epochs, len(layers), n_clusters, n_clusters), dtype=np.int64)
+        linkages = np.zeros((n_epochs, len(layers), len(coarse) - 1, 4))
+        rows = []
+        for e, epoch in enumerate(int(x) for x in data["epochs"]):
+            mi = {}
+            for li, layer in enumerate(layers):
+                linkages[e, li] = linkage_matrix(
+                    error_dissimilarity(data["errors"][e, li]), self.settings["linkage"]
+                )
+                labels = assignments[e, li] = cut_linkage(linkages[e, li], n_clusters)
+                correspondence[e, li] = correspondence_matrix(labels, coarse)[0]
+                mi[layer] = mutual_information_bits(labels, coarse)
+                rows += [(epoch, layer, probe, m, v) for m, v in self._measures(labels, coarse)]
+            best = max(mi, key=mi.get)
+            rows.append((epoch, best, probe, "best_layer_mi_bits", mi[best]))
+            job.log(f"clustering epoch {epoch}: best layer {best} ({mi[best]:.3f} bits)")
+        keep = ("epochs", "layers", "class_names", "class_coarse", "coarse_names")
+        arrays = {
+            "clusters": assignments,
+            "correspondence": correspondence,
+            "linkage": linkages,
+            **{k: data[k] for k in keep},
+        }
+        return Result(rows, {"clusters": arrays})
+
+    def _measures(self, labels: np.ndarray, coarse: np.ndarray) -> list[tuple[str, float]]:
+        found = [
+            ("mi_bits", mutual_information_bits(labels, coarse)),
+            ("nmi", normalised_mutual_information(labels, coarse)),
+        ]
+        if self.settings["permutations"]:
+            p = mi_permutation_pvalue(
+                labels, coarse, self.settings["permutations"], seed=self.settings["seed"]
+            )
+            found.append(("mi_pvalue", p))
+        return found

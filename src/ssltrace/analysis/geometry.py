@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ssltrace.analysis import register_analysis
+from ssltrace.analysis import ANALYSES
+from ssltrace.analysis.base import Activations, PerEpochAnalysis, layer_names
 from ssltrace.analysis.probes import (
     PROBE_KINDS,
     check_features,
@@ -36,12 +37,6 @@ from ssltrace.analysis.probes import (
 )
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-register_analysis(
-    "geometry",
-    "NCC and linear-probe accuracy, CDNV, within/between class spread at fine, coarse and "
-    "sample level (seed 004)",
-)
 
 
 def sample_level_sets(
@@ -274,3 +269,53 @@ def _augment_repeated(
             raise ValueError(f"augment_fn must return a float tensor, got {view.dtype}")
         views.append(view)
     return torch.cat(views)
+
+
+# Label levels of each activation role: the known-class probe carries fine and coarse labels,
+# the sample probe's labels are its source images.
+LEVELS = {"known": ("fine", "coarse"), "sample": ("sample",)}
+
+
+@ANALYSES.register("geometry")
+class Geometry(PerEpochAnalysis):
+    """Clustering geometry (seed 004) per epoch, layer and label level (probe column = level).
+
+    Fine and coarse levels use the known-class probe set's train/test parts (`part` 0/1);
+    the sample level uses N source images x K training and K' test augmentations.
+    """
+
+    name = "geometry"
+    summary = (
+        "NCC and linear-probe accuracy, CDNV, within/between class spread at fine, coarse and "
+        "sample level (seed 004)"
+    )
+    inputs = {"known": Activations("known"), "sample": Activations("sample")}
+    sections = ("geometry",)
+    resources = {"mem_mb": 16000, "runtime": 120, "gpu": 1}
+
+    def roles(self):
+        return [role for role, levels in LEVELS.items() if self._levels(role)]
+
+    def _levels(self, role: str) -> list[str]:
+        return [level for level in self.settings["levels"] if level in LEVELS[role]]
+
+    def cache_settings(self):
+        return {"levels": self.settings["levels"], "probes": self.settings["probes"]}
+
+    def epoch(self, role, acts):
+        train, test = acts["part"] == 0, acts["part"] == 1
+        rows = []
+        for level in self._levels(role):
+            labels = acts["coarse"] if level == "coarse" else acts["labels"]
+            for layer in layer_names(acts):
+                x = acts[layer]
+                found = geometry_metrics(
+                    x[train],
+                    labels[train],
+                    x[test],
+                    labels[test],
+                    probes=self.settings["probes"],
+                    device=self.settings.get("device", "auto"),
+                )
+                rows += [(layer, level, metric, value) for metric, value in found.items()]
+        return rows, {}

@@ -13,13 +13,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from ssltrace.analysis import register_analysis
-
-register_analysis(
-    "human_confusion",
-    "Spearman correlation of model and CIFAR-10H human confusions (off-diagonal), "
-    "permutation p-value",
-)
+from ssltrace import io
+from ssltrace.analysis import ANALYSES
+from ssltrace.analysis.base import Activations, PerEpochAnalysis, ProbeFile, layer_names
 
 
 def human_confusion(counts, labels) -> np.ndarray:
@@ -132,3 +128,63 @@ def _entries(model, human, offdiagonal: bool) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"model {model.shape} and human {human.shape} must have the same shape")
     rows, cols = _selected(len(model), offdiagonal)
     return model[rows, cols], human[rows, cols]
+
+
+@ANALYSES.register("human")
+class HumanAlignment(PerEpochAnalysis):
+    """Few-shot confusion vs the human confusion per epoch and layer (seed 000 §2.5).
+
+    The model matrix is the row-normalised confusion of nearest-prototype classification over
+    all classes at once (`fewshot.prototype_confusion`); the human matrix averages each
+    image's normalised annotator counts per true class (`human_confusion`). Both are compared
+    by Spearman's rho off the diagonal (with a permutation p) and over the full matrix.
+    Array file `confusion`: [epoch, layer, C, C] plus the human matrix.
+    """
+
+    name = "human"
+    summary = (
+        "multi-class few-shot confusion vs CIFAR-10H human confusion, Spearman off-diagonal "
+        "and full, permutation p (seed 000 §2.5)"
+    )
+    inputs = {"human": Activations("human"), "probe": ProbeFile("human")}
+    arrays = ("confusion",)
+    sections = ("fewshot", "human_alignment")
+    resources = {"mem_mb": 8000, "runtime": 60}
+    stacked = "confusion"
+
+    def prepare(self, job):
+        self.probe_path = job.inputs["probe"]
+        self.probe = io.load_npz(self.probe_path)
+        self.human = human_confusion(self.probe["human_counts"], self.probe["labels"])
+
+    def cache_settings(self):
+        return {**self.settings, "human": self.human.tolist()}
+
+    def epoch(self, role, acts):
+        from ssltrace.analysis.fewshot import prototype_confusion, shot_arguments
+
+        if not np.array_equal(acts["labels"], self.probe["labels"]):
+            raise ValueError(f"activations were not extracted from probe set {self.probe_path}")
+        rows, mats = [], []
+        for layer in layer_names(acts):
+            model = prototype_confusion(
+                acts[layer], acts["labels"], **shot_arguments(self.settings)
+            )
+            mats.append(model)
+            rows += [(layer, role, metric, value) for metric, value in self._measures(model)]
+        return rows, {"confusion": np.stack(mats), "layers": acts["layers"]}
+
+    def _measures(self, model: np.ndarray) -> list[tuple[str, float]]:
+        found = [
+            ("human_spearman_offdiag", compare_confusions(model, self.human)),
+            ("human_spearman_full", compare_confusions(model, self.human, False)),
+            ("fewshot_accuracy", np.trace(model) / len(model)),
+        ]
+        if self.settings["permutations"]:
+            n, seed = self.settings["permutations"], self.settings["seed"]
+            p = permutation_pvalue(model, self.human, True, n, seed=seed)
+            found.append(("human_spearman_pvalue", p))
+        return found
+
+    def extra_arrays(self):
+        return {"human": self.human, "class_names": self.probe["class_names"]}

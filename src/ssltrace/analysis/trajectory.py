@@ -5,7 +5,7 @@
   1 mean the geometry has settled.
 - `category_dissimilarity`: mean dissimilarity within each category group and between the
   group and everything else (seed 001 Fig. 2); category structure shows as within < between.
-- `aggregate_seeds`: mean and standard deviation of any tidy metric table across seeds.
+- `Trajectory`: the pipeline analysis applying both to every layer of a run's RDM probe set.
 """
 
 from __future__ import annotations
@@ -13,21 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
-from ssltrace.analysis import register_analysis
-from ssltrace.analysis.rdm import COMPARE_METHODS, compare, upper
-
-TABLE_COLUMNS = ("method", "seed", "epoch", "layer", "probe", "metric", "value")
-_KEYS = ["method", "epoch", "layer", "probe", "metric"]
-
-register_analysis(
-    "rdm_stability", "similarity of consecutive epochs' RDMs per layer (seed 001 Fig. 1)"
-)
-register_analysis(
-    "category_dissimilarity",
-    "within- vs between-group RDM dissimilarity of category groups per epoch (seed 001 Fig. 2)",
-)
+from ssltrace.analysis import ANALYSES
+from ssltrace.analysis.base import Activations, EpochResult, PerEpochAnalysis, Row, layer_names
+from ssltrace.analysis.rdm import COMPARE_METHODS, compare, compute_rdm, upper
 
 
 def epoch_stability(
@@ -103,35 +92,6 @@ def category_dissimilarity(
     return result
 
 
-def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation across seeds of a tidy metric table.
-
-    Args:
-        table: rows (method, seed, epoch, layer, probe, metric, value); each
-            (method, seed, epoch, layer, probe, metric) at most once.
-    Returns:
-        one row per (method, epoch, layer, probe, metric) with columns `mean`, `sd`
-        (sample standard deviation, ddof=1; NaN when only one seed has a value, since the
-        spread of a single run is unknown, not zero) and `n_seeds` (seeds with a non-NaN
-        value; NaN values are skipped).
-    """
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"table lacks columns {missing}; expected {list(TABLE_COLUMNS)}")
-    duplicated = table.duplicated(subset=["seed", *_KEYS])
-    if duplicated.any():
-        first = table.loc[duplicated, ["seed", *_KEYS]].iloc[0].to_dict()
-        raise ValueError(f"table has {int(duplicated.sum())} duplicated rows, e.g. {first}")
-    values = pd.to_numeric(table["value"], errors="raise")
-    grouped = values.groupby([table[k] for k in _KEYS], dropna=False, sort=True)
-    out = pd.DataFrame(
-        {"mean": grouped.mean(), "sd": grouped.std(ddof=1), "n_seeds": grouped.count()}
-    )
-    return out.reset_index()
-
-
 def _vector(rdm: np.ndarray, index: int) -> np.ndarray:
     rdm = np.asarray(rdm, dtype=np.float64)
     if rdm.ndim == 1:
@@ -139,3 +99,60 @@ def _vector(rdm: np.ndarray, index: int) -> np.ndarray:
     if rdm.ndim == 2 and rdm.shape[0] == rdm.shape[1]:
         return upper(rdm)
     raise ValueError(f"rdms[{index}] must be a square RDM or a vector, got shape {rdm.shape}")
+
+
+@ANALYSES.register("trajectory")
+class Trajectory(PerEpochAnalysis):
+    """RDMs of the RDM probe set along training (seed 001 Figs. 1-2).
+
+    Rows: `within_dissimilarity/<group>` and `between_dissimilarity/<group>` per epoch, and
+    `rdm_stability_<compare>` at epoch e comparing the RDMs of the previous analysed epoch
+    and e (`epoch_stability`). Array file `rdms`: [epoch, layer, n, n] (float32).
+    """
+
+    name = "trajectory"
+    summary = (
+        "RDMs along training: epoch-to-epoch stability and within/between-group "
+        "dissimilarity of category groups (seed 001 Figs. 1-2)"
+    )
+    inputs = {"rdm": Activations("rdm")}
+    arrays = ("rdms",)
+    sections = ("trajectory",)
+    stacked = "rdms"
+
+    def cache_settings(self):
+        return {"rdm_metric": self.settings["rdm_metric"]}  # comparisons are redone, never cached
+
+    def epoch(self, role, acts):
+        groups = [str(g) for g in acts["coarse_names"]]
+        layers = layer_names(acts)
+        rdms = np.stack([compute_rdm(acts[layer], self.settings["rdm_metric"]) for layer in layers])
+        rows = []
+        for layer, rdm in zip(layers, rdms, strict=True):
+            for group, (within, between) in category_dissimilarity(
+                rdm, acts["coarse"], groups
+            ).items():
+                rows.append((layer, role, f"within_dissimilarity/{group}", within))
+                rows.append((layer, role, f"between_dissimilarity/{group}", between))
+        arrays = {"rdms": rdms, "layers": acts["layers"], "group_of_image": acts["coarse"]}
+        return rows, {**arrays, "groups": acts["coarse_names"]}
+
+    def across(self, results: list[EpochResult]) -> list[Row]:
+        if len(results) < 2:
+            return []
+        layers = [str(x) for x in results[0].arrays["layers"]]
+        rows = []
+        for li, layer in enumerate(layers):
+            by_epoch = np.stack([r.arrays["rdms"][li] for r in results])
+            for how in self.settings["compare"]:
+                values = epoch_stability(by_epoch, how)
+                rows += [
+                    (r.epoch, layer, r.role, f"rdm_stability_{how}", v)
+                    for r, v in zip(results[1:], values, strict=True)
+                ]
+        return rows
+
+    def run(self, job):
+        result = super().run(job)
+        result.arrays["rdms"]["rdms"] = result.arrays["rdms"]["rdms"].astype(np.float32)
+        return result

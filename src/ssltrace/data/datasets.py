@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +35,40 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataSource:
+    """A dataset: how to build its arrays, and the facts config checks need without the data.
+
+    `per_class[part]` is the number of images per class of a part ('train', 'test'; 'all'
+    for a human-comparison set), or the name of the `build` option that sets it.
+    """
+
     description: str  # one line, for `ssltrace list`
     build: Callable[..., dict[str, np.ndarray]]  # build(paths, **options)
     files: tuple[RemoteFile, ...] = ()
-    coarse_names: tuple[str, ...] = ()  # known without the data, for config checks
+    coarse_names: tuple[str, ...] = ()
+    n_classes: int = 0  # fine classes (the classes of a human-comparison set)
+    per_class: Mapping[str, int | str] = field(default_factory=dict)
 
     def options(self) -> list[str]:
+        return list(self.option_defaults())
+
+    def option_defaults(self) -> dict[str, object]:
         params = list(inspect.signature(self.build).parameters.values())[1:]
-        return [p.name for p in params]
+        return {p.name: p.default for p in params}
+
+    @property
+    def n_coarse(self) -> int:
+        return len(self.coarse_names)
+
+    @property
+    def fine_per_coarse(self) -> int:
+        return self.n_classes // max(self.n_coarse, 1)
+
+    def images_per_class(self, part: str, options: Mapping[str, object] | None = None) -> int:
+        """Images per class of `part`, with `options` (the config's dataset options) applied."""
+        count = self.per_class[part]
+        if isinstance(count, str):
+            count = {**self.option_defaults(), **(options or {})}[count]
+        return int(count)
 
 
 DATASETS: Registry[DataSource] = Registry("dataset")
@@ -54,6 +80,8 @@ DATASETS.register("cifar100")(
         lambda paths: read_cifar100(paths[CIFAR100_ARCHIVE.filename]),
         (CIFAR100_ARCHIVE,),
         CIFAR100_COARSE_NAMES,
+        n_classes=100,
+        per_class={"train": 500, "test": 100},
     )
 )
 
@@ -67,6 +95,8 @@ DATASETS.register("synthetic")(
         "offline textures in CIFAR-100's shape: 20 texture families x 5 parameter values",
         _synthetic,
         coarse_names=tuple(synthetic.class_names()[1]),
+        n_classes=len(synthetic.class_names()[0]),
+        per_class={"train": "train_per_class", "test": "test_per_class"},
     )
 )
 HUMAN_SETS.register("cifar10h")(
@@ -76,6 +106,8 @@ HUMAN_SETS.register("cifar10h")(
             paths[CIFAR10_ARCHIVE.filename], paths[CIFAR10H_COUNTS.filename]
         ),
         (CIFAR10_ARCHIVE, CIFAR10H_COUNTS),
+        n_classes=10,
+        per_class={"all": 1000},
     )
 )
 
@@ -88,6 +120,8 @@ HUMAN_SETS.register("synthetic")(
     DataSource(
         "offline 10 textures in 5 confusable pairs, simulated counts from a known confusion",
         _synthetic_human,
+        n_classes=len(synthetic.HUMAN_CLASSES),
+        per_class={"all": "per_class"},
     )
 )
 

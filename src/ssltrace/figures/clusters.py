@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ssltrace.analysis.clustering import best_layer
 from ssltrace.figures import FIGURES, matrixplot, readers, style
 
 
 def best_layers(inputs: dict, settings: dict, metric: str) -> pd.DataFrame:
     """Per method: the layer with the highest seed-mean `metric` at the final epoch."""
     data = readers.final_epoch(readers.read_metrics(inputs, [metric]))
-    stats = style.summarise(data, ["method", "layer"])
-    best = stats.loc[stats.groupby("method")["mean"].idxmax()]
-    return best.set_index("method")
+    means = style.summarise(data, ["method", "layer"]).rename(columns={"mean": "value"})
+    best = best_layer(means.assign(metric=metric), metric, by=("method",))
+    return best.rename(columns={"value": "mean"}).set_index("method")
 
 
 @FIGURES.register("dendrograms")

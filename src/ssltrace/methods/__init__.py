@@ -23,9 +23,9 @@ from ssltrace.methods import (  # noqa: F401  (imported to register the methods)
     untrained,
     vicreg,
 )
-from ssltrace.methods.base import METHODS, Method
+from ssltrace.methods.base import METHODS, Method, MomentumMethod
 
-__all__ = ["METHODS", "Method", "build_method", "describe"]
+__all__ = ["METHODS", "Method", "MomentumMethod", "build_method", "describe"]
 
 
 def build_method(

@@ -33,6 +33,8 @@ class Method(nn.Module):
     positive: ClassVar[tuple[str, ...]] = ()  # > 0 (None passes: a default width)
     non_negative: ClassVar[tuple[str, ...]] = ()
     unit_interval: ClassVar[tuple[str, ...]] = ()  # in [0, 1] (momentum coefficients)
+    # Layers of the method's own modules that extraction reads after the backbone's.
+    head_layers: ClassVar[tuple[str, ...]] = ("head_fc1",)
 
     @classmethod
     def resolve(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -53,6 +55,10 @@ class Method(nn.Module):
 
     def loss(self, views: list[torch.Tensor], labels: torch.Tensor | None) -> dict:
         raise NotImplementedError
+
+    def layer_modules(self) -> dict[str, nn.Module]:
+        """Every extracted layer's module (its forward output is the activation), in order."""
+        return {**self.backbone.layer_modules(), "head_fc1": self.head.fc1}
 
     def after_step(self, progress: float) -> None:
         """Called after every optimiser step with progress = step / total steps in [0, 1)."""
@@ -75,6 +81,38 @@ class Method(nn.Module):
         if not isinstance(views, (list, tuple)) or len(views) != self.n_views:
             got = len(views) if isinstance(views, (list, tuple)) else type(views).__name__
             raise ValueError(f"{self.name} takes views as a list of {self.n_views}, got {got}")
+
+
+class MomentumMethod(Method):
+    """A method with momentum-updated (EMA) copies of some of its modules (BYOL, MoCo).
+
+    Subclasses list `momentum_pairs` = ((target attribute, online attribute), ...) and call
+    `make_targets()` once their online modules exist. After every optimiser step each target
+    moves towards its online module with momentum tau on BYOL's cosine schedule from
+    `base_momentum` to `final_momentum` (equal values: a constant tau), as solo-learn's
+    momentum base does for BYOL, MoCo and their kin.
+    """
+
+    momentum_pairs: ClassVar[tuple[tuple[str, str], ...]] = ()
+    unit_interval = ("base_momentum", "final_momentum")
+
+    def make_targets(self) -> None:
+        for target, online in self.momentum_pairs:
+            setattr(self, target, frozen_copy(getattr(self, online)))
+
+    @property
+    def uses_progress(self) -> bool:
+        return self.params["base_momentum"] != self.params["final_momentum"]
+
+    def momentum(self, progress: float) -> float:
+        return cosine_momentum(
+            self.params["base_momentum"], self.params["final_momentum"], progress
+        )
+
+    def after_step(self, progress: float) -> None:
+        tau = self.momentum(progress)
+        for target, online in self.momentum_pairs:
+            ema_update_(getattr(self, target), getattr(self, online), tau)
 
 
 def forward_views(views: list[torch.Tensor], *modules: nn.Module) -> torch.Tensor:

@@ -12,19 +12,11 @@ from __future__ import annotations
 import torch
 
 from ssltrace.losses import byol_loss
-from ssltrace.methods.base import (
-    METHODS,
-    Method,
-    cosine_momentum,
-    ema_update_,
-    forward_views,
-    frozen_copy,
-    make_head,
-)
+from ssltrace.methods.base import METHODS, MomentumMethod, forward_views, make_head
 
 
 @METHODS.register("byol")
-class BYOL(Method):
+class BYOL(MomentumMethod):
     name = "byol"
     defaults = {
         "proj_hidden_dim": 4096,
@@ -35,19 +27,14 @@ class BYOL(Method):
     }
 
     positive = ("proj_hidden_dim", "proj_dim", "pred_hidden_dim")
-    unit_interval = ("base_momentum", "final_momentum")
+    momentum_pairs = (("target_backbone", "backbone"), ("target_head", "head"))
 
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
         self.predictor = make_head(p["proj_dim"], p["pred_hidden_dim"], p["proj_dim"])
-        self.target_backbone = frozen_copy(self.backbone)
-        self.target_head = frozen_copy(self.head)
-
-    @property
-    def uses_progress(self) -> bool:
-        return self.params["base_momentum"] != self.params["final_momentum"]
+        self.make_targets()
 
     def loss(self, views, labels=None):
         z = self.embed_views(views, self.head)
@@ -55,8 +42,3 @@ class BYOL(Method):
         with torch.no_grad():
             t1, t2 = forward_views(views, self.target_backbone, self.target_head).chunk(2)
         return byol_loss(q1, q2, t1, t2)
-
-    def after_step(self, progress: float) -> None:
-        tau = cosine_momentum(self.params["base_momentum"], self.params["final_momentum"], progress)
-        ema_update_(self.target_backbone, self.backbone, tau)
-        ema_update_(self.target_head, self.head, tau)

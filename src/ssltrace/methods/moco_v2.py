@@ -18,19 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ssltrace.losses import moco_infonce_loss
-from ssltrace.methods.base import (
-    METHODS,
-    Method,
-    cosine_momentum,
-    ema_update_,
-    forward_views,
-    frozen_copy,
-    make_head,
-)
+from ssltrace.methods.base import METHODS, MomentumMethod, forward_views, make_head
 
 
 @METHODS.register("moco_v2")
-class MoCoV2(Method):
+class MoCoV2(MomentumMethod):
     name = "moco_v2"
     defaults = {
         "temperature": 0.2,
@@ -43,23 +35,18 @@ class MoCoV2(Method):
     }
 
     positive = ("temperature", "queue_size", "proj_dim")
-    unit_interval = ("base_momentum", "final_momentum")
+    momentum_pairs = (("key_backbone", "backbone"), ("key_head", "head"))
 
     def __init__(self, backbone, params, n_classes):
         super().__init__(backbone, params, n_classes)
         p = self.params
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
-        self.key_backbone = frozen_copy(self.backbone)
-        self.key_head = frozen_copy(self.head)
+        self.make_targets()
         # Random unit keys until real ones arrive, as in MoCo's reference code.
         queue = F.normalize(torch.randn(p["queue_size"], p["proj_dim"]), dim=1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._pending_keys: torch.Tensor | None = None
-
-    @property
-    def uses_progress(self) -> bool:
-        return self.params["base_momentum"] != self.params["final_momentum"]
 
     def loss(self, views, labels=None):
         self.check_views(views)
@@ -80,9 +67,7 @@ class MoCoV2(Method):
         return {key: (a[key] + b[key]) / 2 for key in a}
 
     def after_step(self, progress: float) -> None:
-        m = cosine_momentum(self.params["base_momentum"], self.params["final_momentum"], progress)
-        ema_update_(self.key_backbone, self.backbone, m)
-        ema_update_(self.key_head, self.head, m)
+        super().after_step(progress)
         if self._pending_keys is not None:
             self.enqueue_(self._pending_keys)
             self._pending_keys = None

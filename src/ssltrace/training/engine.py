@@ -31,11 +31,12 @@ import torch
 
 from ssltrace import io
 from ssltrace.augment import AugmentConfig, Augmenter
+from ssltrace.config import defaults
 from ssltrace.device import resolve_device as shared_resolve_device
-from ssltrace.methods import METHODS, Method, build_method
-from ssltrace.models import build_backbone
+from ssltrace.methods import METHODS, Method
+from ssltrace.network import build_network
 from ssltrace.training.data import TrainingSet, load_training_set
-from ssltrace.training.optim import build_optimizer, check_optimizer_config
+from ssltrace.training.optim import build_optimizer
 from ssltrace.training.schedule import build_schedule
 from ssltrace.training.state import CHECKPOINT_FORMAT, StateStore
 
@@ -50,19 +51,7 @@ LOG_COLUMNS = (
 )
 PARTS = ("loss", "invariance", "regularisation")
 RUNTIME_ONLY = ("device", "compile", "threads", "channels_last")
-RUN_KEYS = {"method", "seed", "method_params", "architecture", "train", "augment"}
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "batch_size": 256,
-    "optimizer": {"name": "sgd", "lr": 0.06, "momentum": 0.9, "weight_decay": 5e-4},
-    "schedule": {"name": "cosine", "warmup_epochs": 0},
-    "device": "auto",
-    "deterministic": False,
-    "amp": "auto",
-    "channels_last": True,
-    "compile": False,
-    "threads": None,
-}
-AMP_MODES = {"auto", "bf16", "fp16", "off"}
+RUN_KEYS = ("method", "seed", "method_params", "architecture", "train", "augment")
 
 StepHook = Callable[[int, int], None]
 
@@ -78,95 +67,41 @@ def train_run(
 ) -> None:
     """Train (or resume) one run and write its checkpoints and train_log.tsv under `out_dir`.
 
-    `run`: {"method", "seed", "method_params", "architecture": {"name", ...},
-    "train": {"epochs", "batch_size", "optimizer", "schedule", "device", "deterministic",
-    "amp", "channels_last", "compile", "threads"}, "augment": {"preset", ...}}.
+    `run` is complete and validated: `ssltrace.study.run_settings` of a checked config
+    ({"method", "seed", "method_params", "architecture", "train", "augment"}, every key of
+    the schema's `train`). Each component checks its own settings as it is built.
     `_on_step(epoch, step)` is called after every optimiser step (tests use it to interrupt).
     """
-    spec = resolve_run(run)
-    method_cls = METHODS.get(spec["method"])  # checked by resolve_run
-    arch = spec["architecture"]
-    with torch.device("meta"):  # checks the architecture's name and parameters, allocates nothing
-        build_backbone(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
+    check_complete(run)
     data = load_training_set(dataset_path, split_path)
-    train = spec["train"]
+    train = run["train"]
     device = resolve_device(train["device"])
-    if method_cls.trains and len(data.images) < train["batch_size"]:
+    if METHODS.get(run["method"]).trains and len(data.images) < train["batch_size"]:
         raise ValueError(
             f"train.batch_size {train['batch_size']} exceeds the {len(data.images)} training "
             "images of the known classes (incomplete batches are dropped)"
         )
     with runtime_settings(train, device):
-        trainer = Trainer(spec, data, device, Path(out_dir), log)
+        trainer = Trainer(run, data, device, Path(out_dir), log)
         trainer.fit(_on_step)
 
 
-def resolve_run(run: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the run mapping and fill the training defaults; errors name the offending key."""
-    if not isinstance(run, Mapping):
-        raise TypeError(f"run must be a mapping, got {type(run).__name__}")
-    unknown = sorted(set(run) - RUN_KEYS)
+def check_complete(run: Mapping[str, Any]) -> None:
+    """A run carries exactly the keys of a validated config's run (defaults are filled by the
+    config, never here); each value is checked by the component it configures."""
+    train_keys = defaults()["train"]
+    train = run.get("train", {})
+    unknown = [k for k in run if k not in RUN_KEYS] + [f"train.{k}" for k in train]
+    unknown = [k for k in unknown if not k.startswith("train.") or k[6:] not in train_keys]
     if unknown:
+        raise ValueError(f"run has unknown key(s) {', '.join(map(repr, unknown))}")
+    missing = [key for key in RUN_KEYS if key not in run]
+    missing += [f"train.{key}" for key in train_keys if key not in train]
+    if missing:
         raise ValueError(
-            f"run has unknown key(s) {', '.join(map(repr, unknown))}; valid: {sorted(RUN_KEYS)}"
+            f"run lacks {', '.join(map(repr, missing))}: pass a complete run "
+            "(ssltrace.study.run_settings of a validated config)"
         )
-    for key in ("method", "seed", "architecture", "train"):
-        if key not in run:
-            raise ValueError(f"run lacks {key!r}")
-    seed = run["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"run.seed must be an int >= 0, got {seed!r}")
-    arch = run["architecture"]
-    if not isinstance(arch, Mapping) or not isinstance(arch.get("name"), str):
-        raise ValueError(f"run.architecture must be a mapping with a 'name', got {arch!r}")
-    train = run["train"]
-    if not isinstance(train, Mapping):
-        raise ValueError(f"run.train must be a mapping, got {train!r}")
-    unknown = sorted(set(train) - set(TRAIN_DEFAULTS) - {"epochs"})
-    if unknown:
-        raise ValueError(
-            f"run.train has unknown key(s) {', '.join(map(repr, unknown))}; valid: "
-            f"{', '.join(['epochs', *TRAIN_DEFAULTS])}"
-        )
-    train = {**TRAIN_DEFAULTS, **train}
-    _check_train(train)
-    method_cls = METHODS.get(run["method"])
-    return {
-        "method": run["method"],
-        "seed": seed,
-        "method_params": method_cls.resolve(run.get("method_params")),
-        "architecture": dict(arch),
-        "train": train,
-        "augment": AugmentConfig.from_dict(run.get("augment")).to_dict(),
-    }
-
-
-def _check_train(train: dict[str, Any]) -> None:
-    def fail(key: str, expected: str) -> None:
-        raise ValueError(f"run.train.{key} must be {expected}, got {train.get(key)!r}")
-
-    epochs, batch = train.get("epochs"), train["batch_size"]
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        fail("epochs", "an int >= 0")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
-        fail("batch_size", "an int >= 2")
-    if train["amp"] is False:  # YAML 1.1 reads an unquoted `off` as false
-        train["amp"] = "off"
-    if train["amp"] not in AMP_MODES:
-        fail("amp", f"one of {sorted(AMP_MODES)}")
-    for key in ("deterministic", "channels_last", "compile"):
-        if not isinstance(train[key], bool):
-            fail(key, "true or false")
-    threads = train["threads"]
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        fail("threads", "null or an int >= 1")
-    for key in ("optimizer", "schedule"):
-        if not isinstance(train[key], Mapping) or "name" not in train[key]:
-            fail(key, "a mapping with a 'name'")
-    check_optimizer_config(train["optimizer"])
-    build_schedule(train["schedule"], train["optimizer"]["lr"], epochs, steps_per_epoch=1)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -224,18 +159,21 @@ class Trainer:
 
     def __init__(
         self,
-        spec: dict[str, Any],
+        run: Mapping[str, Any],
         data: TrainingSet,
         device: torch.device,
         out_dir: Path,
         log: Callable[[str], None],
     ):
-        self.spec, self.device, self.log = spec, device, log
-        self.train = train = spec["train"]
+        self.device, self.log = device, log
+        self.train = train = dict(run["train"])
         self.epochs = train["epochs"]
         self.batch_size = train["batch_size"]
         self.n_classes = data.n_classes
-        self.method = self._build_method(spec, data.n_classes)
+        self.method = self._build_method(run, data.n_classes)
+        # The run as trained: the method's and the augmentation's own defaults filled in.
+        augment = AugmentConfig.from_dict(run["augment"]).to_dict()
+        self.spec = {**run, "method_params": self.method.params, "augment": augment}
         self.steps_per_epoch = len(data.images) // self.batch_size
         self.optimizer = build_optimizer(self.method, train["optimizer"], device)
         self.schedule = build_schedule(
@@ -252,12 +190,10 @@ class Trainer:
     def name(self) -> str:
         return f"{self.spec['method']} seed {self.spec['seed']}"
 
-    def _build_method(self, spec: dict[str, Any], n_classes: int) -> Method:
+    def _build_method(self, run: Mapping[str, Any], n_classes: int) -> Method:
         # Built on the CPU under the run's seed: the initialisation is the same on any device.
-        torch.manual_seed(spec["seed"])
-        arch = spec["architecture"]
-        backbone = build_backbone(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
-        method = build_method(spec["method"], backbone, spec["method_params"], n_classes)
+        torch.manual_seed(run["seed"])
+        method = build_network(run["architecture"], run["method"], run["method_params"], n_classes)
         method.to(self.device)
         if self.train["channels_last"]:
             method.to(memory_format=torch.channels_last)  # speed: NHWC convolutions

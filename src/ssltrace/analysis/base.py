@@ -1,0 +1,242 @@
+"""The contract of a pipeline analysis, and the one runner that applies any of them to a run.
+
+An analysis is a class behind the `ANALYSES` registry (`ssltrace.analysis`), defined in the
+module of the same name beside the measures it applies. It declares
+
+- `inputs`: role -> what it reads of one run: `Activations(probe)` (one file per analysed
+  epoch), `ProbeFile(kind)` (a probe set) or `Artifact(analysis, array)` (another analysis's
+  matrix file of the same run);
+- `arrays`: the matrix files it writes beside its table (`metrics/{name}/..._{array}.npz`);
+- `sections`: the config sections its settings come from (a change reruns it);
+- `resources`: what its job asks of a scheduler;
+
+and implements `run(job) -> Result` (an instance holds the job's settings): tidy rows
+(epoch, layer, probe, metric, value) and the arrays of each matrix file. `run_job` writes
+them; it never interprets them. Most analyses measure each epoch on its own: they derive
+from `PerEpochAnalysis` and implement `epoch()`, and the base caches each epoch's result by
+content (`ssltrace.store`), so extending a study computes only new or changed epochs.
+
+The workflow's rule template (workflow/rules/metrics.smk) and the CLI verb
+(`ssltrace analyse NAME`) read these declarations; adding an analysis touches neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ssltrace import io, layout, tables
+from ssltrace.store import EpochCache, file_digest, make_key
+
+Log = Callable[[str], None]
+Row = tuple[int, str, str, str, float]  # epoch, layer, probe, metric, value
+EpochRows = list[tuple[str, str, str, float]]  # layer, probe, metric, value
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Per-epoch activation files of probe set `probe` (a directory of epoch_EEE.npz)."""
+
+    probe: str
+
+    def pattern(self) -> str:
+        return layout.fill(layout.ACTIVATIONS, probe=self.probe)
+
+
+@dataclass(frozen=True)
+class ProbeFile:
+    """The probe-set file of `kind`."""
+
+    kind: str
+
+    def pattern(self) -> str:
+        return layout.fill(layout.PROBE, probe=self.kind)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Matrix file `array` written by analysis `analysis` for the same run."""
+
+    analysis: str
+    array: str
+
+    def pattern(self) -> str:
+        return layout.fill(layout.METRIC_ARRAYS, analysis=self.analysis, array=self.array)
+
+
+Input = Activations | ProbeFile | Artifact
+
+
+@dataclass
+class Job:
+    """One run's inputs (role -> path: a directory for Activations, else a file)."""
+
+    method: str
+    seed: int
+    epochs: list[int]
+    inputs: dict[str, Path]
+    cache_dir: Path | None = None
+    log: Log = print
+
+    def epoch_files(self, role: str) -> list[Path]:
+        return layout.epoch_files(self.inputs[role], self.epochs)
+
+
+@dataclass
+class Result:
+    rows: list[Row] = field(default_factory=list)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+class Analysis:
+    """Base class: subclasses set the declarations below and implement `run`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for `ssltrace list`, citing the paper
+    inputs: ClassVar[dict[str, Input]] = {}
+    arrays: ClassVar[tuple[str, ...]] = ()
+    sections: ClassVar[tuple[str, ...]] = ()
+    resources: ClassVar[dict[str, int]] = {"mem_mb": 4000, "runtime": 30}
+
+    def __init__(self, settings: Mapping[str, Any]):
+        self.settings = dict(settings)
+
+    @classmethod
+    def config_settings(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The config sections of `sections` merged in order (later keys win)."""
+        merged: dict[str, Any] = {}
+        for section in cls.sections:
+            merged.update(cfg[section])
+        return merged
+
+    def run(self, job: Job) -> Result:
+        raise NotImplementedError
+
+
+class PerEpochAnalysis(Analysis):
+    """An analysis that measures each epoch's activations on their own.
+
+    Subclasses implement `epoch(role, acts)` (acts: the activation file's arrays) returning
+    rows and this epoch's arrays; the array named `stacked` is stacked over epochs into the
+    first of `arrays`, epoch-invariant arrays are kept once. `across(results)` may add rows
+    that compare epochs, `extra_arrays()` arrays that belong to the whole run.
+    """
+
+    stacked: ClassVar[str | None] = None
+
+    def roles(self) -> list[str]:
+        """The activation roles read (all declared Activations by default)."""
+        return [r for r, spec in self.inputs.items() if isinstance(spec, Activations)]
+
+    def cache_settings(self) -> Any:
+        """What besides the activations an epoch's result depends on (its cache key)."""
+        return self.settings
+
+    def prepare(self, job: Job) -> None:
+        """Read what the whole job shares (e.g. a probe file) before the first epoch."""
+
+    def epoch(self, role: str, acts: dict[str, np.ndarray]) -> tuple[EpochRows, dict]:
+        raise NotImplementedError
+
+    def across(self, results: list[EpochResult]) -> list[Row]:
+        return []
+
+    def extra_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def run(self, job: Job) -> Result:
+        self.prepare(job)
+        results = [
+            result
+            for role in self.roles()
+            for result in per_epoch(self, role, job.epoch_files(role), job)
+        ]
+        rows = [(r.epoch, *row) for r in results for row in r.rows]
+        rows += self.across(results)
+        arrays = {}
+        if self.stacked is not None:
+            arrays[self.arrays[0]] = {**stack(results, self.stacked), **self.extra_arrays()}
+        return Result(rows, arrays)
+
+
+@dataclass
+class EpochResult:
+    role: str
+    epoch: int
+    rows: EpochRows
+    arrays: dict[str, np.ndarray]
+
+
+def per_epoch(
+    analysis: PerEpochAnalysis, role: str, files: Sequence[Path], job: Job
+) -> Iterator[EpochResult]:
+    """Each activations file's result, computing only what the cache lacks."""
+    cache = EpochCache(job.cache_dir, analysis.name)
+    setting = analysis.cache_settings()
+    for path in files:
+        key = make_key(analysis.name, role, activation_key(path), setting)
+        hit = cache.load_result(key)
+        if hit is not None:
+            rows, arrays = hit
+            rows = [tuple(r) for r in rows]
+            job.log(f"{analysis.name} {role} epoch {int(arrays['epoch'])}: cached")
+        else:
+            acts = io.load_npz(path)
+            rows, arrays = analysis.epoch(role, acts)
+            arrays["epoch"] = np.int64(acts["epoch"])
+            cache.save_result(key, [list(r) for r in rows], arrays)
+            job.log(f"{analysis.name} {role} epoch {int(arrays['epoch'])}: {len(rows)} values")
+        yield EpochResult(role, int(arrays["epoch"]), rows, arrays)
+
+
+def activation_key(path: Path) -> str:
+    """The content key an extraction stored in its file (or the file's digest if absent)."""
+    with np.load(path, allow_pickle=False) as data:
+        if "cache_key" in data.files:
+            return str(data["cache_key"])
+    return file_digest(path)
+
+
+def stack(results: Sequence[EpochResult], name: str) -> dict[str, np.ndarray]:
+    """Array `name` stacked over epochs; the epoch-invariant arrays kept once."""
+    first = results[0].arrays
+    out = {key: value for key, value in first.items() if key not in (name, "epoch")}
+    out[name] = np.stack([r.arrays[name] for r in results])
+    out["epochs"] = np.array([r.epoch for r in results], dtype=np.int64)
+    return out
+
+
+def layer_names(acts: Mapping[str, np.ndarray]) -> list[str]:
+    return [str(x) for x in acts["layers"]]
+
+
+def run_job(analysis: Analysis, job: Job, table_out: Path, array_outs: Mapping[str, Path]) -> None:
+    """Run `analysis` on `job`; write its tidy table and each of its matrix files."""
+    if set(array_outs) != set(analysis.arrays):
+        raise ValueError(
+            f"analysis {analysis.name!r} writes arrays {sorted(analysis.arrays)}, "
+            f"got outputs for {sorted(array_outs)}"
+        )
+    result = analysis.run(job)
+    for name, path in array_outs.items():
+        io.save_npz(path, result.arrays[name])
+    io.save_table(table_out, tables.frame(tidy(job.method, job.seed, result.rows)))
+
+
+def tidy(method: str, seed: int, rows: Sequence[Row]) -> list[dict]:
+    return [
+        {
+            "method": method,
+            "seed": int(seed),
+            "epoch": int(epoch),
+            "layer": layer,
+            "probe": probe,
+            "metric": metric,
+            "value": float(value),
+        }
+        for epoch, layer, probe, metric, value in rows
+    ]

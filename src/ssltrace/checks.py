@@ -1,0 +1,225 @@
+"""What a schema cannot check: names against the registries, sizes against the dataset, and
+each component's own keys, asked of the component that owns them (once, before any job).
+
+`check(cfg)` takes a config already validated by `ssltrace.config.validate` and raises
+ConfigError naming the key; the Snakefile runs it at parse time, so `snakemake -n` reports a
+mistake before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssltrace import study
+from ssltrace.config import ConfigError, message
+
+
+def check(cfg: dict) -> None:
+    from ssltrace.data import DATASETS, HUMAN_SETS
+    from ssltrace.methods import METHODS
+
+    _check_name(cfg["dataset"]["name"], DATASETS, "dataset.name")
+    _check_name(cfg["human"]["name"], HUMAN_SETS, "human.name")
+    for i, method in enumerate(cfg["methods"]):
+        _check_name(method, METHODS, f"methods[{i}]")
+    for method in cfg["method_settings"]:
+        _check_name(method, METHODS, f"method_settings.{method}")
+    _check_paths(cfg)
+    _check_split(cfg)
+    _check_layers(cfg)
+    _check_probe_sizes(cfg)
+    _check_rdm_probe(cfg)
+    _check_augment(cfg)
+    _check_figures(cfg)
+    for method in cfg["methods"]:
+        _check_method(cfg, method)
+
+
+def _check_name(name: str, registry, key: str) -> None:
+    if name not in registry:
+        raise ConfigError(
+            f"config key '{key}': unknown {registry.kind} {name!r}; "
+            f"expected one of {', '.join(registry.names())}"
+        )
+
+
+def _check_paths(cfg: dict) -> None:
+    for key in ("results_dir", "data_dir"):
+        path = Path(cfg[key])
+        if any(c in cfg[key] for c in "{}"):
+            raise ConfigError(
+                f"config key '{key}' = {cfg[key]!r}: braces are not allowed (Snakemake would "
+                "read them as wildcards)"
+            )
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if cfg[key].startswith("-"):
+            raise ConfigError(
+                f"config key '{key}' = {cfg[key]!r}: must not start with '-' (commands would "
+                "read it as an option); write ./ in front"
+            )
+        if existing is not None and not existing.is_dir():
+            raise ConfigError(
+                f"config key '{key}' = {cfg[key]!r}: {existing} exists and is not a directory"
+            )
+
+
+def _check_split(cfg: dict) -> None:
+    n_coarse, split = study.dataset(cfg).n_coarse, cfg["split"]
+    total = split["n_known"] + split["n_novel"]
+    if total > n_coarse:
+        raise ConfigError(
+            f"config keys 'split.n_known' + 'split.n_novel' = {total}: the dataset has only "
+            f"{n_coarse} coarse classes to split"
+        )
+
+
+def _check_layers(cfg: dict) -> None:
+    layers = study.available_layers(cfg)
+    wanted = cfg["extract"]["layers"]
+    unknown = [name for name in wanted if name not in layers] if wanted != "all" else []
+    if unknown:
+        raise ConfigError(
+            f"config key 'extract.layers': unknown layer {unknown[0]!r} for architecture "
+            f"{cfg['architecture']['name']!r}; expected some of {', '.join(layers)}"
+        )
+    epochs = cfg["extract"]["epochs"]
+    too_late = [e for e in epochs if e > cfg["train"]["epochs"]] if isinstance(epochs, list) else []
+    if too_late:
+        raise ConfigError(
+            f"config key 'extract.epochs': epoch {too_late[0]} is beyond "
+            f"train.epochs = {cfg['train']['epochs']}"
+        )
+
+
+def _check_probe_sizes(cfg: dict) -> None:
+    novel, shots = cfg["probes"]["novel"], cfg["fewshot"]["shots"]
+    _at_most(cfg, "probes.novel.images_per_class", novel["source"])
+    if shots >= novel["images_per_class"]:
+        raise ConfigError(
+            f"config key 'fewshot.shots' = {shots}: needs fewer shots than the "
+            f"{novel['images_per_class']} images per novel class (probes.novel.images_per_class), "
+            "leaving test samples"
+        )
+    human = cfg["probes"]["human"]["images_per_class"]
+    if human > study.human_per_class(cfg):
+        raise ConfigError(
+            f"config key 'probes.human.images_per_class' = {human}: the {cfg['human']['name']} "
+            f"set has only {study.human_per_class(cfg)} images per class"
+        )
+    for part in ("train", "test"):
+        _at_most(cfg, f"probes.known.{part}_per_class", part)
+    if shots >= human:
+        raise ConfigError(
+            f"config key 'fewshot.shots' = {shots}: needs fewer shots than "
+            "probes.human.images_per_class"
+        )
+    cap = cfg["fewshot"]["max_per_class"]
+    if cap is not None and cap <= shots:
+        raise ConfigError(
+            f"config key 'fewshot.max_per_class' = {cap}: must exceed fewshot.shots = {shots} "
+            "so that every class keeps test samples"
+        )
+    sample, n_train = cfg["probes"]["sample"], study.training_images(cfg)
+    if sample["n_images"] > n_train:
+        raise ConfigError(
+            f"config key 'probes.sample.n_images' = {sample['n_images']}: larger than the "
+            f"{n_train} training images of the known classes it draws from"
+        )
+
+
+def _at_most(cfg: dict, key: str, part: str) -> None:
+    """The probe size at dotted `key` must not exceed the dataset's images per class of `part`."""
+    section, kind, name = key.split(".")
+    wanted, have = cfg[section][kind][name], study.images_per_class(cfg, part)
+    if wanted > have:
+        raise ConfigError(
+            f"config key '{key}' = {wanted}: the {cfg['dataset']['name']} {part} split has "
+            f"only {have} per class"
+        )
+
+
+def _check_rdm_probe(cfg: dict) -> None:
+    """Draw the RDM probe set on label counts alone: unknown classes or too few images fail."""
+    import numpy as np
+
+    from ssltrace.probesets import rdm_probe_indices
+    from ssltrace.splits import default_groups
+
+    rdm, source = cfg["probes"]["rdm"], study.dataset(cfg)
+    coarse_names = list(source.coarse_names)
+    if not coarse_names:
+        return
+    per_coarse = source.fine_per_coarse * study.images_per_class(cfg, "test")
+    labels = np.repeat(np.arange(len(coarse_names)), per_coarse)
+    groups = rdm["groups"] or default_groups(cfg["dataset"]["name"], coarse_names)
+    try:
+        rdm_probe_indices(labels, coarse_names, groups, rdm["n_images"], rdm["seed"])
+    except ValueError as exc:
+        # Size errors mention n_images; everything else is about the groups' class names.
+        text = message(exc)
+        key = "n_images" if "n_images" in text else "groups"
+        raise ConfigError(f"config key 'probes.rdm.{key}': {text}") from None
+
+
+def _check_augment(cfg: dict) -> None:
+    from ssltrace.augment import AugmentConfig
+
+    try:
+        AugmentConfig.from_dict(cfg["augment"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key 'augment': {message(exc)}") from None
+
+
+def _check_figures(cfg: dict) -> None:
+    fig, layers = cfg["figures"], None
+    for key in ("matrix_layers", "early_layer", "deep_layer"):
+        names = fig[key] if isinstance(fig[key], list) else [fig[key]]
+        for name in (n for n in names if n is not None):
+            layers = layers or study.analysed_layers(cfg)
+            if name not in layers:
+                raise ConfigError(
+                    f"config key 'figures.{key}': {name!r} is not an extracted layer; "
+                    f"expected one of {', '.join(layers)}"
+                )
+    for name in fig["methods"] or []:
+        if name not in cfg["methods"]:
+            raise ConfigError(
+                f"config key 'figures.methods': {name!r} is not a method of this study "
+                f"({', '.join(cfg['methods'])})"
+            )
+    if fig["linear_probe"] not in cfg["geometry"]["probes"]:
+        raise ConfigError(
+            f"config key 'figures.linear_probe' = {fig['linear_probe']!r}: not computed; "
+            f"geometry.probes is {cfg['geometry']['probes']}"
+        )
+
+
+def _check_method(cfg: dict, method: str) -> None:
+    """A method's params and training settings, each checked by the component that owns it."""
+    from ssltrace.methods import METHODS
+    from ssltrace.training.optim import check_optimizer_config
+    from ssltrace.training.schedule import build_schedule
+
+    run = study.run_settings(cfg, method, cfg["seeds"][0])
+    _component(
+        f"method_settings.{method}.params", METHODS.get(method).resolve, run["method_params"]
+    )
+    train = run["train"]
+    where = f"method_settings.{method}.train" if method in cfg["method_settings"] else "train"
+    _component(f"{where}.optimizer", check_optimizer_config, train["optimizer"])
+    lr, epochs = train["optimizer"]["lr"], max(train["epochs"], 1)
+    _component(f"{where}.schedule", build_schedule, train["schedule"], lr, epochs, 1)
+    n_images = study.training_images(cfg)
+    if study.method_trains(method) and train["batch_size"] > n_images:
+        raise ConfigError(
+            f"config key '{where}.batch_size' = {train['batch_size']}: larger than the "
+            f"{n_images} training images of the known classes (no full batch per epoch)"
+        )
+
+
+def _component(key: str, check, *args) -> None:
+    """Run a component's own check; its complaint becomes a ConfigError naming `key`."""
+    try:
+        check(*args)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key '{key}': {message(exc)}") from None

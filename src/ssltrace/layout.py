@@ -1,0 +1,68 @@
+"""Names and paths: probe kinds, epoch file names and every result path of a study.
+
+One place for each: the workflow's rules, the CLI, training, extraction and the planner all
+build paths here. Patterns are relative to `results_dir` and use the workflow's wildcard
+names (`{method}`, `{seed}`, `{probe}`, ...); `path(results_dir, PATTERN, **fields)` fills the
+fields given and leaves the others as `{field}` for Snakemake.
+
+    data/{dataset}.npz, data/human_{human}.npz      the dataset and human-comparison files
+    splits/split.json                               the known/novel split
+    probes/{probe}.npz                              one file per probe kind (PROBES)
+    runs/{method}/seed{seed}/checkpoints/epoch_EEE.pt, train_log.tsv, .state/
+    activations/{method}/seed{seed}/{probe}/epoch_EEE.npz
+    metrics/{analysis}/{method}/seed{seed}.tsv      a run's tidy table of one analysis
+    metrics/{analysis}/{method}/seed{seed}_{array}.npz  the matrices it wrote beside it
+    tables/{analysis}.tsv                           the study table of one analysis
+    figures/{stem}.{fmt}                            stem = <paper>/<figure name>
+    cache/{stage}/                                  per-epoch results by content key
+    logs/{stage}/...                                one log per job
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+from pathlib import Path
+
+# Probe sets extracted for every checkpoint (written by ssltrace.splits, ARCHITECTURE.md).
+PROBES = ("novel", "human", "rdm", "known", "sample")
+
+DATASET = "data/{dataset}.npz"
+HUMAN = "data/human_{human}.npz"
+SPLIT = "splits/split.json"
+PROBE = "probes/{probe}.npz"
+RUN = "runs/{method}/seed{seed}"
+CHECKPOINTS = RUN + "/checkpoints"
+TRAIN_LOG = RUN + "/train_log.tsv"
+RUN_ACTIVATIONS = "activations/{method}/seed{seed}"  # one folder per probe set below
+ACTIVATIONS = RUN_ACTIVATIONS + "/{probe}"
+METRIC_TABLE = "metrics/{analysis}/{method}/seed{seed}.tsv"
+METRIC_ARRAYS = "metrics/{analysis}/{method}/seed{seed}_{array}.npz"
+STUDY_TABLE = "tables/{analysis}.tsv"
+FIGURE = "figures/{stem}.{fmt}"
+CACHE = "cache"
+LOGS = "logs"
+
+
+def epoch_file(epoch: int, suffix: str = ".npz") -> str:
+    """`epoch_EEE<suffix>`: checkpoints (.pt) and per-epoch activations (.npz)."""
+    return f"epoch_{int(epoch):03d}{suffix}"
+
+
+def epoch_files(folder: str | Path, epochs: Iterable[int], suffix: str = ".npz") -> list[Path]:
+    return [Path(folder) / epoch_file(e, suffix) for e in epochs]
+
+
+def path(results_dir: str | Path, pattern: str, **fields) -> str:
+    """`results_dir/pattern` with the given fields filled in; others stay `{field}`."""
+    return f"{results_dir}/{fill(pattern, **fields)}"
+
+
+def fill(pattern: str, **fields) -> str:
+    """`pattern` with the given fields substituted, every other `{field}` kept as it is."""
+    out = []
+    for text, name, _spec, _conv in string.Formatter().parse(pattern):
+        out.append(text)
+        if name is not None:
+            out.append(str(fields[name]) if name in fields else f"{{{name}}}")
+    return "".join(out)

@@ -1,0 +1,155 @@
+"""A study: its validated config, and what each stage asks of it (runs, epochs, layers, sizes).
+
+`load(config_file, *presets)` merges, validates (`ssltrace.config`) and checks
+(`ssltrace.checks`) a config; the functions below answer the workflow's, the CLI's and the
+planner's questions from the validated mapping, asking the component that owns each fact
+(a dataset's sizes, a method's `trains`, an architecture's layer names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ssltrace import config as sslconfig
+from ssltrace.config import ConfigError
+
+
+def load(path: str | Path, *presets: str | Path, overrides: dict | None = None) -> dict:
+    """Config file + presets (+ overrides) merged, validated and checked; defaults filled."""
+    return checked(sslconfig.merge_files([path, *presets], overrides))
+
+
+def checked(raw: dict, deep: bool = True) -> dict:
+    """`raw` validated against the schema and checked against the registries.
+
+    `deep=False` skips the checks that build networks on the meta device (Snakemake's per-job
+    processes: their main process ran them already).
+    """
+    from ssltrace.checks import check
+
+    cfg = sslconfig.validate(raw)
+    if deep:
+        check(cfg)
+    return cfg
+
+
+def dataset(cfg: Mapping[str, Any]):
+    """The DataSource of `dataset.name` (its facts: classes, images per class)."""
+    from ssltrace.data import DATASETS
+
+    return DATASETS.get(cfg["dataset"]["name"])
+
+
+def human_set(cfg: Mapping[str, Any]):
+    from ssltrace.data import HUMAN_SETS
+
+    return HUMAN_SETS.get(cfg["human"]["name"])
+
+
+def images_per_class(cfg: Mapping[str, Any], part: str) -> int:
+    """Images per class of the dataset's `part` ('train' or 'test')."""
+    return dataset(cfg).images_per_class(part, cfg["dataset"]["options"])
+
+
+def human_per_class(cfg: Mapping[str, Any]) -> int:
+    return human_set(cfg).images_per_class("all", cfg["human"]["options"])
+
+
+def training_images(cfg: Mapping[str, Any]) -> int:
+    """Training images of the known classes (the pretraining set)."""
+    fine_known = dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    return fine_known * images_per_class(cfg, "train")
+
+
+def method_trains(method: str) -> bool:
+    from ssltrace.methods import METHODS
+
+    return METHODS.get(method).trains
+
+
+def method_train(cfg: Mapping[str, Any], method: str) -> dict:
+    """`train` with the method's overrides merged in (name-aware, see config.deep_merge)."""
+    override = cfg["method_settings"].get(method, {}).get("train", {})
+    return sslconfig.deep_merge(cfg["train"], override)
+
+
+def run_settings(cfg: Mapping[str, Any], method: str, seed: int) -> dict:
+    """The complete run the pretrain stage trains; a change to it retrains that run."""
+    train = method_train(cfg, method)
+    if not method_trains(method):
+        train["epochs"] = 0
+    return {
+        "method": method,
+        "seed": int(seed),
+        "method_params": cfg["method_settings"].get(method, {}).get("params", {}),
+        "architecture": dict(cfg["architecture"]),
+        "train": train,
+        "augment": dict(cfg["augment"]),
+    }
+
+
+def checkpoint_epochs(cfg: Mapping[str, Any], method: str) -> list[int]:
+    """Epochs with a checkpoint: 0 (initialisation) .. epochs; only 0 for `untrained`."""
+    if not method_trains(method):
+        return [0]
+    return list(range(method_train(cfg, method)["epochs"] + 1))
+
+
+def analysed_epochs(cfg: Mapping[str, Any], method: str) -> list[int]:
+    """Checkpoints whose activations are extracted and analysed (extract.epochs)."""
+    available = checkpoint_epochs(cfg, method)
+    choice = cfg["extract"]["epochs"]
+    if choice == "all":
+        return available
+    if isinstance(choice, dict):
+        picked = set(available[:: choice["every"]]) | {available[-1]}
+    else:
+        picked = set(choice) & set(available) or {available[-1]}
+    return sorted(picked)
+
+
+def available_layers(cfg: Mapping[str, Any]) -> list[str]:
+    """Layer names of the configured network (backbone layers, then the head's)."""
+    from ssltrace.network import layer_names
+
+    try:
+        return layer_names(cfg["architecture"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key 'architecture': {sslconfig.message(exc)}") from None
+
+
+def analysed_layers(cfg: Mapping[str, Any]) -> list[str]:
+    choice = cfg["extract"]["layers"]
+    return available_layers(cfg) if choice == "all" else list(choice)
+
+
+def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
+    """Images of each probe set."""
+    p, per_coarse = cfg["probes"], dataset(cfg).fine_per_coarse
+    known = p["known"]["train_per_class"] + p["known"]["test_per_class"]
+    return {
+        "novel": per_coarse * cfg["split"]["n_novel"] * p["novel"]["images_per_class"],
+        "human": human_set(cfg).n_classes * p["human"]["images_per_class"],
+        "rdm": p["rdm"]["n_images"],
+        "known": per_coarse * cfg["split"]["n_known"] * known,
+        "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
+    }
+
+
+def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
+    """What the probe stage of `kind` needs (a change to it redraws that probe set)."""
+    settings = dict(cfg["probes"][kind])
+    if kind == "rdm":
+        settings["dataset"] = cfg["dataset"]["name"]
+    if kind == "sample":
+        settings["augment"] = cfg["augment"]
+    return settings
+
+
+def extract_settings(cfg: Mapping[str, Any]) -> dict:
+    keys = ("pooling", "batch_size", "device", "dtype", "keep")
+    settings = {k: cfg["extract"][k] for k in keys}
+    settings["layers"] = None if cfg["extract"]["layers"] == "all" else cfg["extract"]["layers"]
+    return settings
