@@ -288,8 +288,8 @@ def test_untrained_writes_only_the_initialisation(data, tmp_path):
 def test_nan_loss_stops_the_run_naming_method_seed_epoch(data, tmp_path, monkeypatch):
     original = SimCLR.loss
 
-    def nan_loss(self, views, labels=None):
-        out = original(self, views, labels)
+    def nan_loss(self, views, labels=None, index=None):
+        out = original(self, views, labels, index)
         return {**out, "loss": out["loss"] * float("nan")}
 
     monkeypatch.setattr(SimCLR, "loss", nan_loss)

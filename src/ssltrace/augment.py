@@ -524,6 +524,8 @@ def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+# What the network sees (a method's `colour_space`): normalised RGB.
+COLOUR_SPACES = ("rgb",)
 
 
 class Augmenter:
@@ -531,12 +533,22 @@ class Augmenter:
 
     `device` ("auto": CUDA when available) is where the images are expected to live; the
     normalisation constants are kept there. Images on another device still work.
+    `colour_space` is what the network takes (`Method.colour_space`).
     """
 
-    def __init__(self, config: AugmentConfig | Mapping | None = None, device: object = "auto"):
+    def __init__(
+        self,
+        config: AugmentConfig | Mapping | None = None,
+        device: object = "auto",
+        colour_space: str = "rgb",
+    ):
         if not isinstance(config, AugmentConfig):
             config = AugmentConfig.from_dict(config)
-        self.config = config
+        if colour_space not in COLOUR_SPACES:
+            raise ValueError(
+                f"colour space {colour_space!r} unknown; expected one of {', '.join(COLOUR_SPACES)}"
+            )
+        self.config, self.colour_space = config, colour_space
         self.device = _resolve_device(device)
         self._mean = torch.tensor(config.mean, device=self.device)
         self._std = torch.tensor(config.std, device=self.device)

@@ -201,9 +201,10 @@ def _check_method(cfg: dict, method: str) -> None:
     from ssltrace.training.schedule import build_schedule
 
     run = study.run_settings(cfg, method, cfg["seeds"][0])
-    _component(
-        f"method_settings.{method}.params", METHODS.get(method).resolve, run["method_params"]
-    )
+    cls, key = METHODS.get(method), f"method_settings.{method}.params"
+    _component(key, cls.resolve, run["method_params"])
+    facts = (study.training_images(cfg), study.dataset(cfg).colour)
+    _component(key, cls.check_training_set, cls.resolve(run["method_params"]), *facts)
     train = run["train"]
     where = f"method_settings.{method}.train" if method in cfg["method_settings"] else "train"
     _component(f"{where}.optimizer", check_optimizer_config, train["optimizer"])

@@ -47,7 +47,7 @@ def activations(
 
     modules = net.layer_modules()
     device = next(net.parameters()).device
-    to_input = Augmenter(augment, device).plain
+    to_input = Augmenter(augment, device, colour_space=net.colour_space).plain
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     hooks = [
         modules[name].register_forward_hook(
@@ -59,7 +59,7 @@ def activations(
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
             x = to_input(batch.to(device))
-            net.head(net.backbone(x))
+            net.probe_forward(x)
     finally:
         for hook in hooks:
             hook.remove()

@@ -22,7 +22,7 @@ def build_network(
     architecture: Mapping[str, Any], method: str, params: Mapping | None, n_classes: int
 ) -> Method:
     """Method `method` (with `params`) around the backbone `architecture` = {name, ...}."""
-    arch = dict(architecture)
+    arch = {**architecture, "in_channels": METHODS.get(method).in_channels}
     return build_method(method, build_backbone(arch.pop("name"), **arch), params, n_classes)
 
 
@@ -39,6 +39,8 @@ def load_network(checkpoint_path: Path, device: torch.device) -> tuple[Method, d
 def layer_names(architecture: Mapping[str, Any], method: str | None = None) -> list[str]:
     """Names of the extracted layers, input to output (built on the meta device: free)."""
     arch = dict(architecture)
+    if method:
+        arch["in_channels"] = METHODS.get(method).in_channels
     with torch.device("meta"):  # names only: allocate nothing, initialise nothing
         backbone = build_backbone(arch.pop("name"), **arch)
     heads = METHODS.get(method).head_layers if method else Method.head_layers

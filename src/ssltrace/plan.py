@@ -60,7 +60,7 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
     ]
     net.eval()
     with torch.no_grad():
-        net.head(net.backbone(torch.zeros(2, 3, 32, 32, device="meta")))
+        net.probe_forward(torch.zeros(2, 3, 32, 32, device="meta"))
     for hook in hooks:
         hook.remove()
     return ckpt_bytes, sum(dims.values())

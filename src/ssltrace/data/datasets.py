@@ -46,6 +46,7 @@ class DataSource:
     files: tuple[RemoteFile, ...] = ()
     coarse_names: tuple[str, ...] = ()
     n_classes: int = 0  # fine classes (the classes of a human-comparison set)
+    colour: bool = True  # RGB images that carry colour (False: grey copied into 3 channels)
     per_class: Mapping[str, int | str] = field(default_factory=dict)
 
     def options(self) -> list[str]:

@@ -2,30 +2,26 @@
 
 `build_method(name, backbone, params, n_classes)` builds one; `describe()` lists them with
 their parameters and defaults. Adding a method is one new file whose class is decorated with
-`@METHODS.register("name")` plus its import below.
+`@METHODS.register("name")`: every module of this package is imported here.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-from ssltrace.methods import (  # noqa: F401  (imported to register the methods)
-    barlow_twins,
-    byol,
-    moco_v2,
-    simclr,
-    simsiam,
-    supervised,
-    untrained,
-    vicreg,
-)
-from ssltrace.methods.base import METHODS, Method, MomentumMethod
+from ssltrace.methods.base import METHODS, EpochContext, Method, MomentumMethod
 
-__all__ = ["METHODS", "Method", "MomentumMethod", "build_method", "describe"]
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "EpochContext", "Method", "MomentumMethod", "build_method", "describe"]
 
 
 def build_method(

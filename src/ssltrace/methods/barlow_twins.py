@@ -23,6 +23,6 @@ class BarlowTwins(Method):
             backbone.out_dim, self.params["proj_hidden_dim"], self.params["proj_dim"]
         )
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         z1, z2 = self.embed_views(views, self.head).chunk(2)
         return barlow_twins_loss(z1, z2, self.params["lambd"])

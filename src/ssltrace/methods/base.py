@@ -1,16 +1,27 @@
-"""What every method shares: parameter validation, the projection head, momentum updates.
+"""What every method shares: parameter validation, the projection head, momentum updates,
+and the hooks through which the training engine and extraction talk to a method.
 
 A method is an `nn.Module` built as `cls(backbone, params, n_classes)`. It holds `backbone`,
 `head` (an `MLPHead` whose first layer `head.fc1` the extraction hooks) and whatever else it
 needs as submodules or buffers, so `state_dict()` carries EMA targets and queues into
-checkpoints. The engine calls `loss(views, labels)` once per step and `after_step(progress)`
-after each optimiser step.
+checkpoints. The engine, per run:
+
+    setup(n_images)            once, before epoch 0 is saved (allocate memory banks)
+    load_training_state(s)     on resume: what `training_state()` returned at that epoch
+    per epoch:  before_epoch(ctx); order = epoch_order(ctx)   (None: a seeded permutation)
+      per step: loss(views, labels, index) -> {"loss", "invariance", "regularisation"}
+                backward, optimiser step, after_step(progress)
+    training_state()           saved with each epoch's resume state (not in checkpoints)
+
+`index` holds the batch's positions in the training set (memory banks). Extraction runs
+`probe_forward(x)` on the probe images converted by the Augmenter to `colour_space`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -35,6 +46,9 @@ class Method(nn.Module):
     unit_interval: ClassVar[tuple[str, ...]] = ()  # in [0, 1] (momentum coefficients)
     # Layers of the method's own modules that extraction reads after the backbone's.
     head_layers: ClassVar[tuple[str, ...]] = ("head_fc1",)
+    # Input of the analysed backbone: the Augmenter's colour space and its channels.
+    colour_space: ClassVar[str] = "rgb"
+    in_channels: ClassVar[int] = 3
 
     @classmethod
     def resolve(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -45,6 +59,12 @@ class Method(nn.Module):
         require_unit_interval(cls.name, resolved, *cls.unit_interval)
         return resolved
 
+    @classmethod
+    def check_training_set(cls, params: dict[str, Any], n_images: int, colour: bool) -> None:
+        """Refuse settings the training set cannot satisfy (a bank or k larger than the number
+        of images, a colour method on grey images): ValueError naming the parameter. Runs at
+        config check time (`snakemake -n`) with the resolved `params`."""
+
     def __init__(self, backbone: nn.Module, params: Mapping[str, Any] | None, n_classes: int):
         super().__init__()
         if not isinstance(n_classes, int) or n_classes < 1:
@@ -53,12 +73,39 @@ class Method(nn.Module):
         self.n_classes = n_classes
         self.backbone = backbone
 
-    def loss(self, views: list[torch.Tensor], labels: torch.Tensor | None) -> dict:
+    def loss(
+        self,
+        views: list[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+    ) -> dict:
         raise NotImplementedError
 
     def layer_modules(self) -> dict[str, nn.Module]:
         """Every extracted layer's module (its forward output is the activation), in order."""
         return {**self.backbone.layer_modules(), "head_fc1": self.head.fc1}
+
+    def probe_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass extraction runs (its hooks capture the layers)."""
+        return self.head(self.backbone(x))
+
+    def setup(self, n_images: int) -> None:
+        """Called once before training with the number of training images."""
+
+    def before_epoch(self, ctx: EpochContext) -> None:
+        """Called before each training epoch (recompute clusters, neighbours, ...)."""
+
+    def epoch_order(self, ctx: EpochContext) -> torch.Tensor | None:
+        """This epoch's order of training images (None: the engine's seeded permutation)."""
+        return None
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """State that training needs to resume but analyses do not (memory banks, cluster
+        assignments): saved with each epoch's resume state, not in the checkpoints."""
+        return {}
+
+    def load_training_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what `training_state` returned."""
 
     def after_step(self, progress: float) -> None:
         """Called after every optimiser step with progress = step / total steps in [0, 1)."""
@@ -81,6 +128,19 @@ class Method(nn.Module):
         if not isinstance(views, (list, tuple)) or len(views) != self.n_views:
             got = len(views) if isinstance(views, (list, tuple)) else type(views).__name__
             raise ValueError(f"{self.name} takes views as a list of {self.n_views}, got {got}")
+
+
+@dataclass
+class EpochContext:
+    """What `before_epoch` / `epoch_order` may use: the whole training set on the device."""
+
+    epoch: int
+    images: torch.Tensor  # uint8 [N, H, W, 3]
+    labels: torch.Tensor  # int64 [N]
+    plain: Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> network input, unaugmented
+    generator: torch.Generator  # on the device, seeded from (run seed, epoch)
+    optimizer: torch.optim.Optimizer
+    batch_size: int
 
 
 class MomentumMethod(Method):

@@ -36,7 +36,7 @@ class BYOL(MomentumMethod):
         self.predictor = make_head(p["proj_dim"], p["pred_hidden_dim"], p["proj_dim"])
         self.make_targets()
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         z = self.embed_views(views, self.head)
         q1, q2 = self.predictor(z).float().chunk(2)
         with torch.no_grad():

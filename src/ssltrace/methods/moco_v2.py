@@ -48,7 +48,7 @@ class MoCoV2(MomentumMethod):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._pending_keys: torch.Tensor | None = None
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         self.check_views(views)
         temperature = self.params["temperature"]
         if not self.params["symmetric"]:

@@ -22,6 +22,6 @@ class SimCLR(Method):
         p = self.params
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         z1, z2 = self.embed_views(views, self.head).chunk(2)
         return nt_xent_loss(z1, z2, self.params["temperature"])

@@ -30,7 +30,7 @@ class SimSiam(Method):
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
         self.predictor = make_head(p["proj_dim"], p["pred_hidden_dim"], p["proj_dim"])
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         z = self.embed_views(views, self.head)
         p1, p2 = self.predictor(z).float().chunk(2)
         z1, z2 = z.chunk(2)

@@ -26,7 +26,7 @@ class Supervised(Method):
         super().__init__(backbone, params, n_classes)
         self.head = make_head(backbone.out_dim, self.params["hidden_dim"], n_classes)
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         if labels is None:
             raise ValueError("method 'supervised' needs labels, got None")
         return cross_entropy_loss(self.embed_views(views, self.head), labels)

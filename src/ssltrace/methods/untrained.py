@@ -24,5 +24,5 @@ class Untrained(Method):
             backbone.out_dim, self.params["proj_hidden_dim"], self.params["proj_dim"]
         )
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         raise RuntimeError("method 'untrained' has no loss: it is never trained")

@@ -29,7 +29,7 @@ class VICReg(Method):
         p = self.params
         self.head = make_head(backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
 
-    def loss(self, views, labels=None):
+    def loss(self, views, labels=None, index=None):
         z1, z2 = self.embed_views(views, self.head).chunk(2)
         p = self.params
         return vicreg_loss(z1, z2, p["sim_coeff"], p["std_coeff"], p["cov_coeff"])

@@ -32,7 +32,10 @@ def build_backbone(name: str, **params) -> Backbone:
             f"architecture {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters are: {', '.join(accepted) or 'none'}"
         )
-    return factory(**params)
+    model = factory(**params)
+    # How it was built, so a method can build a sibling (e.g. CMC's ab backbone).
+    model.spec = {"name": name, **params}
+    return model
 
 
 def _resolve_name(name: str, params: dict) -> tuple[str, dict]:

@@ -23,15 +23,17 @@ from ssltrace.models.backbone import (
 
 
 @ARCHITECTURES.register("res_lh")
-def res_lh(*, depth: int = 4, hidden: int = 128) -> Backbone:
+def res_lh(*, depth: int = 4, hidden: int = 128, in_channels: int = 3) -> Backbone:
     """res_L_H (seed 004): 2x2/2 convs to 8x8, L=depth residual blocks of H=hidden channels.
 
     Also reachable as `res_{L}_{H}`, e.g. `build_backbone("res_4_128")`; out_dim = hidden.
+    `in_channels` is set by methods whose input is not RGB (e.g. CMC's L channel).
     """
     depth = check_positive_int("depth", depth)
     hidden = check_positive_int("hidden", hidden)
     stages: OrderedDict[str, nn.Module] = OrderedDict()
-    stages["stem1"] = conv_bn_relu(3, hidden, kernel=2, stride=2, padding=0)
+    in_channels = check_positive_int("in_channels", in_channels)
+    stages["stem1"] = conv_bn_relu(in_channels, hidden, kernel=2, stride=2, padding=0)
     stages["stem2"] = conv_bn_relu(hidden, hidden, kernel=2, stride=2, padding=0)
     # torchvision's BasicBlock without a downsample is exactly the block described above.
     for index in range(1, depth + 1):

@@ -15,6 +15,7 @@ from ssltrace.models.backbone import (
     ARCHITECTURES,
     Backbone,
     GlobalAvgPool,
+    check_positive_int,
     check_positive_number,
     conv_bn_relu,
     init_weights,
@@ -46,10 +47,13 @@ def _make_layer(
     return nn.Sequential(*layers)
 
 
-def cifar_resnet(block: type[BasicBlock | Bottleneck], blocks: list[int], width: float) -> Backbone:
+def cifar_resnet(
+    block: type[BasicBlock | Bottleneck], blocks: list[int], width: float, in_channels: int = 3
+) -> Backbone:
     planes = stage_widths(width)
+    in_channels = check_positive_int("in_channels", in_channels)
     stages: OrderedDict[str, nn.Module] = OrderedDict()
-    stages["stem"] = conv_bn_relu(3, planes[0], kernel=3, stride=1, padding=1)
+    stages["stem"] = conv_bn_relu(in_channels, planes[0], kernel=3, stride=1, padding=1)
     in_ch = planes[0]
     for index, (n_planes, n_blocks) in enumerate(zip(planes, blocks, strict=True)):
         stride = 1 if index == 0 else 2
@@ -62,12 +66,12 @@ def cifar_resnet(block: type[BasicBlock | Bottleneck], blocks: list[int], width:
 
 
 @ARCHITECTURES.register("resnet18")
-def resnet18(*, width: float = 1.0) -> Backbone:
+def resnet18(*, width: float = 1.0, in_channels: int = 3) -> Backbone:
     """CIFAR ResNet-18 (BasicBlock [2,2,2,2]); out_dim = 512*width."""
-    return cifar_resnet(BasicBlock, [2, 2, 2, 2], width)
+    return cifar_resnet(BasicBlock, [2, 2, 2, 2], width, in_channels)
 
 
 @ARCHITECTURES.register("resnet50")
-def resnet50(*, width: float = 1.0) -> Backbone:
+def resnet50(*, width: float = 1.0, in_channels: int = 3) -> Backbone:
     """CIFAR ResNet-50 (Bottleneck [3,4,6,3]); out_dim = 2048*width."""
-    return cifar_resnet(Bottleneck, [3, 4, 6, 3], width)
+    return cifar_resnet(Bottleneck, [3, 4, 6, 3], width, in_channels)

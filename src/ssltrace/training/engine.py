@@ -33,7 +33,7 @@ from ssltrace import io
 from ssltrace.augment import AugmentConfig, Augmenter
 from ssltrace.config import defaults
 from ssltrace.device import resolve_device as shared_resolve_device
-from ssltrace.methods import METHODS, Method
+from ssltrace.methods import METHODS, EpochContext, Method
 from ssltrace.network import build_network
 from ssltrace.training.data import TrainingSet, load_training_set
 from ssltrace.training.optim import build_optimizer
@@ -148,10 +148,11 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
-def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
-    """Seeds of epoch `epoch`'s permutation and augmentation generators, from (seed, epoch)."""
-    perm, aug = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint64)
-    return int(perm), int(aug)
+def epoch_seeds(seed: int, epoch: int) -> tuple[int, int, int]:
+    """Seeds of epoch `epoch`'s permutation, augmentation and method-hook generators, from
+    (seed, epoch) alone (the first two are those of the two-seed version of this function)."""
+    perm, aug, hook = np.random.SeedSequence([seed, epoch]).generate_state(3, dtype=np.uint64)
+    return int(perm), int(aug), int(hook)
 
 
 class Trainer:
@@ -170,7 +171,7 @@ class Trainer:
         self.epochs = train["epochs"]
         self.batch_size = train["batch_size"]
         self.n_classes = data.n_classes
-        self.method = self._build_method(run, data.n_classes)
+        self.method = self._build_method(run, data.n_classes, len(data.images))
         # The run as trained: the method's and the augmentation's own defaults filled in.
         augment = AugmentConfig.from_dict(run["augment"]).to_dict()
         self.spec = {**run, "method_params": self.method.params, "augment": augment}
@@ -190,10 +191,11 @@ class Trainer:
     def name(self) -> str:
         return f"{self.spec['method']} seed {self.spec['seed']}"
 
-    def _build_method(self, run: Mapping[str, Any], n_classes: int) -> Method:
+    def _build_method(self, run: Mapping[str, Any], n_classes: int, n_images: int) -> Method:
         # Built on the CPU under the run's seed: the initialisation is the same on any device.
         torch.manual_seed(run["seed"])
         method = build_network(run["architecture"], run["method"], run["method_params"], n_classes)
+        method.setup(n_images)
         method.to(self.device)
         if self.train["channels_last"]:
             method.to(memory_format=torch.channels_last)  # speed: NHWC convolutions
@@ -241,6 +243,7 @@ class Trainer:
             return -1
         epoch = state["epoch"]
         self.method.load_state_dict(self.store.load_epoch(epoch)["state_dict"])
+        self.method.load_training_state(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -254,7 +257,9 @@ class Trainer:
     def _train_epochs(self, first: int, last: int, on_step: StepHook | None) -> None:
         images = torch.from_numpy(self.data.images).to(self.device)  # speed: data on device
         labels = torch.from_numpy(self.data.labels).to(self.device)
-        augmenter = Augmenter(self.spec["augment"], self.device)
+        augmenter = Augmenter(
+            self.spec["augment"], self.device, colour_space=self.method.colour_space
+        )
         self.method.train()
         durations = []
         for epoch in range(first, last + 1):
@@ -288,12 +293,24 @@ class Trainer:
         augmenter: Augmenter,
         on_step: StepHook | None,
     ) -> tuple[dict[str, float], float]:
-        perm_seed, aug_seed = epoch_seeds(self.spec["seed"], epoch)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(perm_seed)).to(
-            self.device, non_blocking=True
-        )
-        aug_generator = torch.Generator(device=self.device).manual_seed(aug_seed)
+        perm_seed, aug_seed, hook_seed = epoch_seeds(self.spec["seed"], epoch)
         method, optimizer, batch = self.method, self.optimizer, self.batch_size
+        ctx = EpochContext(
+            epoch=epoch,
+            images=images,
+            labels=labels,
+            plain=augmenter.plain,
+            generator=torch.Generator(device=self.device).manual_seed(hook_seed),
+            optimizer=optimizer,
+            batch_size=batch,
+        )
+        method.before_epoch(ctx)
+        order = method.epoch_order(ctx)
+        if order is None:
+            permutation = torch.Generator().manual_seed(perm_seed)
+            order = torch.randperm(len(images), generator=permutation)
+        order = order.to(self.device, non_blocking=True)
+        aug_generator = torch.Generator(device=self.device).manual_seed(aug_seed)
         total_steps = max(1, self.epochs * self.steps_per_epoch)
         sums = torch.zeros(len(PARTS), device=self.device)
         memory_format = (
@@ -309,7 +326,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                out = method.loss(views, labels[index] if method.uses_labels else None)
+                out = method.loss(views, labels[index] if method.uses_labels else None, index)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(optimizer)
@@ -337,6 +354,10 @@ class Trainer:
         self.store.save_resume(
             {
                 "epoch": epoch,
+                "method_state": {
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in self.method.training_state().items()
+                },
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
