@@ -126,8 +126,8 @@ INVALID = [
     ("human.options.per_class", 2, "probes.human.images_per_class"),
     ("split.n_novel", 17, "split.n_novel"),
     # names from the config never reach a shell: hostile ones fail the registry check
-    ("methods", ["simclr; touch PWNED"], "methods[0]"),
-    ("methods", ["$(touch PWNED)"], "methods[0]"),
+    ("methods", ["simclr; touch PWNED"], "methods.0"),
+    ("methods", ["$(touch PWNED)"], "methods.0"),
     ("dataset.name", "synthetic`touch PWNED`", "dataset.name"),
     ("architecture.name", "resnet18 && touch PWNED", "architecture"),
     ("extract.layers", ["layer1'; touch PWNED; '"], "extract.layers"),
@@ -154,6 +154,10 @@ INVALID = [
     ("results_dir", "-results", "results_dir"),
     ("method_settings.simclr.params", {"temperature": -0.5}, "temperature"),
     ("method_settings.simclr.params", {"proj_dim": 0}, "proj_dim"),
+    # named variants: a registered base method, a name fit for folders and rules
+    ("method_settings.fast", {"method": "simclrr"}, "method_settings.fast.method"),
+    ("method_settings.Fast Run", {"method": "simclr"}, "method_settings"),
+    ("methods", ["simclr", "mystery"], "methods[1]"),
 ]
 
 # Mistakes that pass validation today and fail later, inside the pretrain job (after the data,
@@ -205,6 +209,22 @@ def test_run_settings_apply_per_method_overrides_only_to_that_method():
     assert simclr["train"]["optimizer"]["lr"] == 0.7
     assert simclr["train"]["optimizer"]["momentum"] == cfg["train"]["optimizer"]["momentum"]
     assert supervised["train"]["optimizer"]["lr"] == cfg["train"]["optimizer"]["lr"]
+
+
+def test_a_named_variant_trains_its_method_with_its_own_settings():
+    cfg = base()
+    cfg["methods"] = ["simclr", "simclr_t02"]
+    cfg["method_settings"]["simclr_t02"] = {
+        "method": "simclr",
+        "params": {"temperature": 0.2},
+        "train": {"epochs": 1},
+    }
+    cfg = study.checked(cfg)
+    variant, plain = (study.run_settings(cfg, name, 0) for name in ("simclr_t02", "simclr"))
+    assert variant["method"] == plain["method"] == "simclr"
+    assert variant["method_params"] == {"temperature": 0.2}
+    assert study.checkpoint_epochs(cfg, "simclr_t02") == [0, 1]
+    assert study.checkpoint_epochs(cfg, "simclr") == [0, 1, 2]
 
 
 def test_analysed_epochs_every_n_keeps_the_last():

@@ -20,10 +20,13 @@ def check(cfg: dict) -> None:
 
     _check_name(cfg["dataset"]["name"], DATASETS, "dataset.name")
     _check_name(cfg["human"]["name"], HUMAN_SETS, "human.name")
-    for i, method in enumerate(cfg["methods"]):
-        _check_name(method, METHODS, f"methods[{i}]")
-    for method in cfg["method_settings"]:
-        _check_name(method, METHODS, f"method_settings.{method}")
+    for name, settings in cfg["method_settings"].items():
+        if "method" in settings:
+            _check_name(settings["method"], METHODS, f"method_settings.{name}.method")
+        else:
+            _check_name(name, METHODS, f"method_settings.{name}")
+    for i, name in enumerate(cfg["methods"]):
+        _check_name(study.method_of(cfg, name), METHODS, f"methods[{i}]")
     _check_paths(cfg)
     _check_split(cfg)
     _check_layers(cfg)
@@ -201,7 +204,7 @@ def _check_method(cfg: dict, method: str) -> None:
     from ssltrace.training.schedule import build_schedule
 
     run = study.run_settings(cfg, method, cfg["seeds"][0])
-    cls, key = METHODS.get(method), f"method_settings.{method}.params"
+    cls, key = METHODS.get(run["method"]), f"method_settings.{method}.params"
     _component(key, cls.resolve, run["method_params"])
     facts = (study.training_images(cfg), study.dataset(cfg).colour)
     _component(key, cls.check_training_set, cls.resolve(run["method_params"]), *facts)
@@ -211,7 +214,7 @@ def _check_method(cfg: dict, method: str) -> None:
     lr, epochs = train["optimizer"]["lr"], max(train["epochs"], 1)
     _component(f"{where}.schedule", build_schedule, train["schedule"], lr, epochs, 1)
     n_images = study.training_images(cfg)
-    if study.method_trains(method) and train["batch_size"] > n_images:
+    if study.method_trains(cfg, method) and train["batch_size"] > n_images:
         raise ConfigError(
             f"config key '{where}.batch_size' = {train['batch_size']}: larger than the "
             f"{n_images} training images of the known classes (no full batch per epoch)"

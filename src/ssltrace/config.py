@@ -168,7 +168,12 @@ def _expected(schema: dict) -> str:
         return " or ".join(_expected(s) for s in schema["oneOf"])
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        return {"posint": "an integer >= 1", "probability": "a number in [0, 1]"}.get(name, name)
+        named = {
+            "posint": "an integer >= 1",
+            "probability": "a number in [0, 1]",
+            "run_name": "a name of lower-case letters, digits and _ (starting with a letter)",
+        }
+        return named.get(name, name)
     kind = schema.get("type", "value")
     parts = [kind if isinstance(kind, str) else " or ".join(kind)]
     bounds = {

@@ -42,10 +42,10 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
     from ssltrace.extract import pool
     from ssltrace.network import build_network
 
-    params = cfg["method_settings"].get(method, {}).get("params", {})
+    run = study.run_settings(cfg, method, 0)
     n_classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
     with torch.device("meta"):
-        net = build_network(cfg["architecture"], method, params, n_classes)
+        net = build_network(cfg["architecture"], run["method"], run["method_params"], n_classes)
     state = net.state_dict()
     ckpt_bytes = sum(t.numel() * t.element_size() for t in state.values())
     dims: dict[str, int] = {}

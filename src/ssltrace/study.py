@@ -63,38 +63,46 @@ def training_images(cfg: Mapping[str, Any]) -> int:
     return fine_known * images_per_class(cfg, "train")
 
 
-def method_trains(method: str) -> bool:
+def method_of(cfg: Mapping[str, Any], name: str) -> str:
+    """The registered method a run name trains: `method_settings.<name>.method`, else the name
+    itself. Named variants (`vicreg_mu5: {method: vicreg, params: ...}`) make sweeps of one
+    method runs of one study, each with its own folder, tables rows and legend entry."""
+    return cfg["method_settings"].get(name, {}).get("method", name)
+
+
+def method_trains(cfg: Mapping[str, Any], name: str) -> bool:
     from ssltrace.methods import METHODS
 
-    return METHODS.get(method).trains
+    return METHODS.get(method_of(cfg, name)).trains
 
 
-def method_train(cfg: Mapping[str, Any], method: str) -> dict:
-    """`train` with the method's overrides merged in (name-aware, see config.deep_merge)."""
-    override = cfg["method_settings"].get(method, {}).get("train", {})
+def method_train(cfg: Mapping[str, Any], name: str) -> dict:
+    """`train` with the run's overrides merged in (name-aware, see config.deep_merge)."""
+    override = cfg["method_settings"].get(name, {}).get("train", {})
     return sslconfig.deep_merge(cfg["train"], override)
 
 
-def run_settings(cfg: Mapping[str, Any], method: str, seed: int) -> dict:
-    """The complete run the pretrain stage trains; a change to it retrains that run."""
-    train = method_train(cfg, method)
-    if not method_trains(method):
+def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
+    """The complete run the pretrain stage trains; a change to it retrains that run. `name` is
+    the run's name in the study (a method or a named variant of one)."""
+    train = method_train(cfg, name)
+    if not method_trains(cfg, name):
         train["epochs"] = 0
     return {
-        "method": method,
+        "method": method_of(cfg, name),
         "seed": int(seed),
-        "method_params": cfg["method_settings"].get(method, {}).get("params", {}),
+        "method_params": cfg["method_settings"].get(name, {}).get("params", {}),
         "architecture": dict(cfg["architecture"]),
         "train": train,
         "augment": dict(cfg["augment"]),
     }
 
 
-def checkpoint_epochs(cfg: Mapping[str, Any], method: str) -> list[int]:
+def checkpoint_epochs(cfg: Mapping[str, Any], name: str) -> list[int]:
     """Epochs with a checkpoint: 0 (initialisation) .. epochs; only 0 for `untrained`."""
-    if not method_trains(method):
+    if not method_trains(cfg, name):
         return [0]
-    return list(range(method_train(cfg, method)["epochs"] + 1))
+    return list(range(method_train(cfg, name)["epochs"] + 1))
 
 
 def analysed_epochs(cfg: Mapping[str, Any], method: str) -> list[int]:
