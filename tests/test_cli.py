@@ -44,3 +44,44 @@ def test_threads_option_reaches_torch_loaded_afterwards():
         "print(torch.get_num_threads())\n"
     )
     assert _python(code).strip() == "1"
+
+
+def test_a_stage_dies_with_the_shell_that_started_it(tmp_path):
+    # bash -> python (the CLI's start-up, then a long wait); SIGKILL on bash must end python.
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "pid"
+    code = (
+        "import os, time\n"
+        "from ssltrace import cli\n"
+        "cli.die_with_parent()\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    shell = subprocess.Popen(["bash", "-c", f"{sys.executable} -c \"$CODE\"; true"],
+                             env={**os.environ, "CODE": code})  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    shell.send_signal(signal.SIGKILL)
+    shell.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+        if open(f"/proc/{child}/stat").read().split()[2] == "Z":
+            break  # ended; a zombie until init reaps it
+        time.sleep(0.1)
+    alive = (
+        os.path.exists(f"/proc/{child}") and open(f"/proc/{child}/stat").read().split()[2] != "Z"
+    )
+    assert not alive, "the stage outlived the shell of its job"
+
+
+def test_main_asks_to_die_with_its_parent(monkeypatch):
+    from ssltrace import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "die_with_parent", lambda: calls.append(1))
+    assert cli.main(["list"]) == 0 and calls == [1]

@@ -297,7 +297,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def die_with_parent() -> None:
+    """Ask Linux to end this process when its parent (the job's shell) dies.
+
+    A stage killed with its job must not go on writing: an orphaned trainer recreated the
+    checkpoints Snakemake had just deleted, and the next run took them for complete.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        raise SystemExit("ssltrace: the job that started this stage has ended")
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     # OpenMP threads that spin while waiting collapse when jobs share cores (measured: SimCLR
     # on 2 threads beside other jobs, 17 images/s spinning vs 145 passive). Set before torch
     # loads; a user's own setting wins.
