@@ -158,6 +158,15 @@ INVALID = [
     ("method_settings.fast", {"method": "simclrr"}, "method_settings.fast.method"),
     ("method_settings.Fast Run", {"method": "simclr"}, "method_settings"),
     ("methods", ["simclr", "mystery"], "methods[1]"),
+    # sizes without bound, non-finite numbers, settings that fail only after training
+    ("train.epochs", 10**9, "train.epochs"),
+    ("seeds", [2**70], "seeds.0"),
+    ("split.seed", 2**40, "split.seed"),
+    ("train.optimizer.lr", float("inf"), "train.optimizer.lr"),
+    ("method_settings.simclr.params", {"temperature": float("nan")}, "temperature"),
+    ("figures.epochs", [50], "figures.epochs"),
+    ("train.schedule.warmup_epochs", 5, "train.schedule"),
+    ("extract.keep", [99], "extract.keep"),
 ]
 
 # Mistakes that pass validation today and fail later, inside the pretrain job (after the data,
@@ -225,6 +234,46 @@ def test_a_named_variant_trains_its_method_with_its_own_settings():
     assert variant["method_params"] == {"temperature": 0.2}
     assert study.checkpoint_epochs(cfg, "simclr_t02") == [0, 1]
     assert study.checkpoint_epochs(cfg, "simclr") == [0, 1, 2]
+
+
+def test_method_parameters_given_as_strings_take_the_type_of_their_default():
+    # `snakemake --config` hands every nested value over as a string.
+    cfg = base()
+    cfg["method_settings"]["simclr"] = {"params": {"temperature": "0.2", "proj_dim": "64"}}
+    params = study.run_settings(study.checked(cfg), "simclr", 0)["method_params"]
+    assert params == {"temperature": 0.2, "proj_dim": 64}
+
+
+def _check_config(*files):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssltrace.cli", "check-config", *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("seeds: [0]\nseeds: [1]\n", "line 2, column 1: key 'seeds' appears twice"),
+        ("train: {epochs: 3, epochs: 4}\n", "key 'epochs' appears twice"),
+        ("- simclr\n- byol\n", "expected a mapping of keys at the top level, got a list"),
+        ("train: {epochs: 3\n", "line 2"),
+    ],
+)
+def test_a_broken_config_file_is_one_line_naming_file_and_line(tmp_path, text, needle):
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    code, stderr = _check_config(ROOT / "config.yaml", path)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert f"config file {path}" in stderr and needle in stderr, stderr
+
+
+def test_a_relative_results_dir_outside_the_project_is_warned_about():
+    cfg = put(base(), "results_dir", "../../elsewhere")
+    with pytest.warns(UserWarning, match="outside the working directory"):
+        study.checked(cfg)
 
 
 def test_analysed_epochs_every_n_keeps_the_last():

@@ -284,6 +284,14 @@ def test_a_results_dir_under_a_regular_file_is_named(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_checkpoint_on_a_full_disk_is_named_not_a_torch_traceback(tmp_path):
+    with mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=256k", "tmpfs") as small:
+        dest = small / "epoch_001.pt"
+        with pytest.raises(io.ArtifactWriteError, match=f"cannot write {dest}: the disk is full"):
+            io.torch_save(dest, {"w": torch.zeros(200_000)})
+        assert temps(small) == [] and not dest.exists()
+
+
 def test_a_full_disk_in_the_workflow_is_one_line_in_the_rule_log(tmp_path):
     with mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=256k", "tmpfs") as small:
         work = tiny_study.make_workdir(tmp_path / "work", results_dir=str(small / "results"))

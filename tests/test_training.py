@@ -21,6 +21,7 @@ from ssltrace.methods import build_method
 from ssltrace.methods.simclr import SimCLR
 from ssltrace.models import build_backbone
 from ssltrace.training import build_optimizer, build_schedule, train_run
+from ssltrace.training import engine
 from ssltrace.training.data import load_training_set
 
 KNOWN = [4, 0, 2, 5]  # deliberately unsorted: labels are positions in this list
@@ -293,9 +294,13 @@ def test_nan_loss_stops_the_run_naming_method_seed_epoch(data, tmp_path, monkeyp
         return {**out, "loss": out["loss"] * float("nan")}
 
     monkeypatch.setattr(SimCLR, "loss", nan_loss)
-    with pytest.raises(FloatingPointError, match=r"simclr seed 3: .* in epoch 1"):
+    with pytest.raises(FloatingPointError, match=r"simclr seed 3: .* in epoch 1 \(by step 3\)"):
         train_run(make_run(epochs=2, seed=3), *data, tmp_path / "run", Log())
     assert not (tmp_path / "run" / "checkpoints" / "epoch_001.pt").exists()
+    # The running loss is read every CHECK_EVERY steps: a diverging run stops within them.
+    monkeypatch.setattr(engine, "CHECK_EVERY", 1)
+    with pytest.raises(FloatingPointError, match=r"in epoch 1 \(by step 1\)"):
+        train_run(make_run(epochs=2, seed=3), *data, tmp_path / "run2", Log())
 
 
 def test_training_set_is_the_known_classes_relabelled(data):

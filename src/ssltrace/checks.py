@@ -8,6 +8,7 @@ mistake before any expensive work starts.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ssltrace import study
@@ -49,6 +50,13 @@ def _check_name(name: str, registry, key: str) -> None:
 def _check_paths(cfg: dict) -> None:
     for key in ("results_dir", "data_dir"):
         path = Path(cfg[key])
+        if not path.is_absolute() and ".." in path.parts:
+            # An absolute path is a deliberate choice; a relative one climbing out is often not.
+            warnings.warn(
+                f"config key '{key}' = {cfg[key]!r} lies outside the working directory "
+                f"({Path.cwd()}); give an absolute path if that is intended",
+                stacklevel=2,
+            )
         if any(c in cfg[key] for c in "{}"):
             raise ConfigError(
                 f"config key '{key}' = {cfg[key]!r}: braces are not allowed (Snakemake would "
@@ -184,6 +192,9 @@ def _check_figures(cfg: dict) -> None:
                     f"config key 'figures.{key}': {name!r} is not an extracted layer; "
                     f"expected one of {', '.join(layers)}"
                 )
+    _check_epochs(cfg, "figures.epochs", fig["epochs"] or [], every_run=True)
+    keep = cfg["extract"]["keep"]
+    _check_epochs(cfg, "extract.keep", [] if keep == "all" else keep, every_run=False)
     for name in fig["methods"] or []:
         if name not in cfg["methods"]:
             raise ConfigError(
@@ -195,6 +206,32 @@ def _check_figures(cfg: dict) -> None:
             f"config key 'figures.linear_probe' = {fig['linear_probe']!r}: not computed; "
             f"geometry.probes is {cfg['geometry']['probes']}"
         )
+
+
+def _check_epochs(cfg: dict, key: str, epochs: list[int], every_run: bool) -> None:
+    """Epochs named by `key` must be analysed: by every trained run (figures draw them for
+    each), or by at least one run (activations kept)."""
+    trained = [m for m in cfg["methods"] if study.method_trains(cfg, m)] or cfg["methods"]
+    analysed = [set(study.analysed_epochs(cfg, m)) for m in trained]
+    have = set.intersection(*analysed) if every_run else set.union(*analysed)
+    missing = [e for e in epochs if e not in have]
+    if missing:
+        raise ConfigError(
+            f"config key '{key}': epoch {missing[0]} is not analysed"
+            + (" by every trained run" if every_run else "")
+            + f"; analysed epochs: {_ranges(sorted(have))}"
+        )
+
+
+def _ranges(epochs: list[int]) -> str:
+    """0, 1, 2, 5 -> '0-2, 5' (a study may analyse hundreds of epochs)."""
+    parts, start = [], None
+    for i, e in enumerate(epochs):
+        start = e if start is None else start
+        if i + 1 == len(epochs) or epochs[i + 1] != e + 1:
+            parts.append(str(e) if start == e else f"{start}-{e}")
+            start = None
+    return ", ".join(parts) or "none"
 
 
 def _check_method(cfg: dict, method: str) -> None:
@@ -209,16 +246,22 @@ def _check_method(cfg: dict, method: str) -> None:
     facts = (study.training_images(cfg), study.dataset(cfg).colour)
     _component(key, cls.check_training_set, cls.resolve(run["method_params"]), *facts)
     train = run["train"]
-    where = f"method_settings.{method}.train" if method in cfg["method_settings"] else "train"
-    _component(f"{where}.optimizer", check_optimizer_config, train["optimizer"])
-    lr, epochs = train["optimizer"]["lr"], max(train["epochs"], 1)
-    _component(f"{where}.schedule", build_schedule, train["schedule"], lr, epochs, 1)
+    _component(_where(cfg, method, "optimizer"), check_optimizer_config, train["optimizer"])
+    lr, epochs = train["optimizer"]["lr"], train["epochs"]
+    _component(_where(cfg, method, "schedule"), build_schedule, train["schedule"], lr, epochs, 1)
     n_images = study.training_images(cfg)
     if study.method_trains(cfg, method) and train["batch_size"] > n_images:
         raise ConfigError(
-            f"config key '{where}.batch_size' = {train['batch_size']}: larger than the "
+            f"config key '{_where(cfg, method, 'batch_size')}' = {train['batch_size']}: "
+            "larger than the "
             f"{n_images} training images of the known classes (no full batch per epoch)"
         )
+
+
+def _where(cfg: dict, method: str, key: str) -> str:
+    """The config key a run's `train.<key>` comes from: the method's override or `train`."""
+    override = cfg["method_settings"].get(method, {}).get("train", {})
+    return f"method_settings.{method}.train.{key}" if key in override else f"train.{key}"
 
 
 def _component(key: str, check, *args) -> None:

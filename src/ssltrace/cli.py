@@ -290,6 +290,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError,
+        FloatingPointError,  # a diverging run (ssltrace.training): one line saying what to try
         DataFormatError,
         DataUnavailableError,
         ArtifactReadError,

@@ -11,6 +11,7 @@ needs is resolved by `ssltrace.study`. This module imports no training or analys
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -88,6 +89,7 @@ def validate(config: dict) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys, got {type(config).__name__}")
     coerce_strings(config, load_schema())
+    check_finite(config)
     _check_schema(config)
     return deep_merge(defaults(), config)
 
@@ -191,16 +193,77 @@ def _expected(schema: dict) -> str:
         parts.append("without duplicates")
     if "pattern" in schema:
         parts.append(f"matching {schema['pattern']}")
-    return "a " + " ".join(parts)
+    text = " ".join(parts)
+    return ("an " if text[0] in "aeiou" else "a ") + text
 
 
 def merge_files(paths: Sequence[str | Path], overrides: dict | None = None) -> dict:
     """The config files merged in order (later on top, by `deep_merge`), then `overrides`."""
     cfg: dict = {}
     for path in paths:
-        with open(path) as fh:
-            cfg = deep_merge(cfg, yaml.safe_load(fh) or {})
+        cfg = deep_merge(cfg, read_file(path))
     return deep_merge(cfg, overrides or {})
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last
+    silently, so a typo'd duplicate would quietly override the intended value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_file(path: str | Path) -> dict:
+    """One config file as a mapping; YAML mistakes as ConfigError naming file and line."""
+    try:
+        with open(path) as fh:
+            value = yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping of keys at the top level, got a "
+            f"{type(value).__name__}"
+        )
+    return value
+
+
+def parse_scalar(text: str) -> Any:
+    """A string as YAML reads a scalar ('0.2' -> 0.2, 'true' -> True, 'null' -> None)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def check_finite(value: Any, key: str = "") -> None:
+    """Refuse inf and nan anywhere (YAML reads `.inf`; a schema's `> 0` lets it through)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"config key '{key or '(top level)'}': expected a finite number, got {value}"
+        )
+    if isinstance(value, dict):
+        for sub, item in value.items():
+            check_finite(item, f"{key}.{sub}" if key else str(sub))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, f"{key}.{i}")
 
 
 def message(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -182,7 +183,14 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         # A file object, not a path: given a path, torch names the archive's inner folder
         # after the (random) temp file, and identical checkpoints would differ byte for byte.
-        torch.save(obj, fh)
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write as a RuntimeError ("unexpected pos",
+            # "file write failed"); a full disk is then the likely cause, so say which.
+            full = shutil.disk_usage(Path(tmp).parent).free < 1 << 20
+            code = errno.ENOSPC if full else errno.EIO
+            raise OSError(code, os.strerror(code) if not full else str(exc)) from exc
 
 
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

@@ -30,9 +30,25 @@ def checked(raw: dict, deep: bool = True) -> dict:
     from ssltrace.checks import check
 
     cfg = sslconfig.validate(raw)
+    coerce_method_params(cfg)
     if deep:
         check(cfg)
     return cfg
+
+
+def coerce_method_params(cfg: dict) -> None:
+    """Method parameters given as strings (`--config` passes every value as one) become the
+    type of the method's default, as the schema does for every other key."""
+    from ssltrace.methods import METHODS
+
+    for name, settings in cfg["method_settings"].items():
+        method = settings.get("method", name)
+        if method not in METHODS or not isinstance(settings.get("params"), dict):
+            continue
+        defaults = METHODS.get(method).defaults
+        for key, value in settings["params"].items():
+            if isinstance(value, str) and not isinstance(defaults.get(key, ""), str):
+                settings["params"][key] = sslconfig.parse_scalar(value)
 
 
 def dataset(cfg: Mapping[str, Any]):

@@ -12,19 +12,18 @@ from ssltrace.analysis.base import Activations, Artifact, ProbeFile
 from ssltrace.figures.table import figure_table
 from ssltrace.splits import FROM_SPLIT
 
-# Snakemake merges --configfile presets and --config into config.yaml key by key; redo that
-# merge as `ssltrace check-config` does, where a mapping naming another optimizer (schedule,
-# dataset, ...) replaces the one below it instead of inheriting its keys.
-_cli_files = [Path(f) for f in workflow.config_settings.configfiles]
-if _cli_files or workflow.config_settings.config:
+try:
+    # Snakemake merges --configfile presets and --config into config.yaml key by key; redo
+    # that merge as `ssltrace check-config` does, where a mapping naming another optimizer
+    # (schedule, dataset, ...) replaces the one below it instead of inheriting its keys, and
+    # a key given twice in one file is an error instead of silently the last.
+    _cli_files = [Path(f) for f in workflow.config_settings.configfiles]
     _base = [Path(f) for f in workflow.configfiles if Path(f) not in _cli_files]
     _merged = sslconfig.merge_files(
         [*_base, *_cli_files], workflow.config_settings.config
     )
     config.clear()
     config.update(_merged)
-
-try:
     # Validated against the package's schema (src/ssltrace/schemas, also workflow/schemas)
     # and checked against the registries: one message naming the key, before anything is
     # planned. Jobs that Snakemake runs in their own process (SLURM) re-read this file: the

@@ -54,6 +54,9 @@ RUNTIME_ONLY = ("device", "compile", "threads", "channels_last")
 RUN_KEYS = ("method", "seed", "method_params", "architecture", "train", "augment")
 
 StepHook = Callable[[int, int], None]
+# Steps between reads of the running loss (each read waits for the GPU): a diverging run
+# stops within this many steps instead of at the end of its epoch.
+CHECK_EVERY = 20
 
 
 def train_run(
@@ -332,18 +335,22 @@ class Trainer:
             self.scaler.step(optimizer)
             self.scaler.update()
             method.after_step(global_step / total_steps)
-            # speed: accumulate on the device; read back once per epoch.
+            # speed: accumulate on the device; read back every CHECK_EVERY steps only.
             sums += torch.stack([out[k].detach().float() for k in PARTS])
+            if step % CHECK_EVERY == CHECK_EVERY - 1 or step == self.steps_per_epoch - 1:
+                self._check_finite(float(sums[0]), epoch, step)
             if on_step is not None:
                 on_step(epoch, step)
         means = dict(zip(PARTS, (sums / self.steps_per_epoch).tolist(), strict=True))
-        if not math.isfinite(means["loss"]):
-            raise FloatingPointError(
-                f"{self.spec['method']} seed {self.spec['seed']}: the loss became "
-                f"{means['loss']} in epoch {epoch}; training stopped (try a lower learning "
-                "rate or warm-up)"
-            )
         return means, lr
+
+    def _check_finite(self, loss_sum: float, epoch: int, step: int) -> None:
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"{self.spec['method']} seed {self.spec['seed']}: the loss became {loss_sum} "
+                f"in epoch {epoch} (by step {step + 1}); training stopped (try a lower "
+                "learning rate or a warm-up)"
+            )
 
     def _commit(self, epoch: int) -> None:
         """Save epoch `epoch`: weights + checkpoint link, then the resume state, then the log."""

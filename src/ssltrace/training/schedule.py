@@ -78,6 +78,8 @@ def build_schedule(
         )
     warmup = config.get("warmup_epochs", 0)
     _check(isinstance(warmup, int) and warmup >= 0, "warmup_epochs", "an int >= 0", warmup)
+    # A run that ends inside its warm-up never reaches lr (and says nothing about it).
+    _check(not epochs or warmup <= epochs, "warmup_epochs", f"<= train.epochs ({epochs})", warmup)
     fraction = config.get("final_lr_fraction", 0.0)
     _check(0 <= fraction <= 1, "final_lr_fraction", "a number in [0, 1]", fraction)
     horizon = config.get("horizon")
