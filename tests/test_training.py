@@ -20,8 +20,7 @@ from ssltrace.io import save_npz, torch_load, write_json
 from ssltrace.methods import build_method
 from ssltrace.methods.simclr import SimCLR
 from ssltrace.models import build_backbone
-from ssltrace.training import build_optimizer, build_schedule, train_run
-from ssltrace.training import engine
+from ssltrace.training import build_optimizer, build_schedule, engine, train_run
 from ssltrace.training.data import load_training_set
 
 KNOWN = [4, 0, 2, 5]  # deliberately unsorted: labels are positions in this list
