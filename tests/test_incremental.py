@@ -41,6 +41,12 @@ def test_unchanged_rerun_schedules_nothing(ci_study):
     assert planned(work) == []
 
 
+def test_runtime_only_settings_rerun_nothing(ci_study):
+    # Where and how fast (device, compilation, threads) does not change what is computed.
+    _, work, _ = ci_study
+    assert planned(work, "train={device: cpu, compile: true}", "extract={device: cpu}") == []
+
+
 def test_fewshot_parameter_reruns_only_fewshot_analyses_and_figures(ci_study):
     _, work, cfg = ci_study
     jobs = planned(work, f"fewshot={{shots: {cfg['fewshot']['shots'] - 1}}}")
@@ -66,7 +72,7 @@ def test_training_parameter_of_one_method_reruns_only_its_runs(ci_study):
 
 def test_new_seed_and_new_method_schedule_only_new_runs(ci_study):
     _, work, cfg = ci_study
-    jobs = planned(work, "seeds=[0, 1, 7]")
+    jobs = planned(work, f"seeds={[*cfg['seeds'], 7]}")
     per_run = [w for _, w in jobs if "seed" in w]
     assert per_run and all(w["seed"] == "7" for w in per_run)
     assert {m for m in cfg["methods"]} == {w["method"] for w in per_run}

@@ -111,15 +111,15 @@ def cmd_probe(args) -> None:
 def cmd_pretrain(args) -> None:
     from ssltrace.training import train_run
 
-    train_run(
-        _settings(args.settings), Path(args.dataset), Path(args.split), Path(args.out_dir), log=_log
-    )
+    run = _settings(args.settings)
+    run["train"] = {**run.get("train", {}), **_settings(args.runtime)}
+    train_run(run, Path(args.dataset), Path(args.split), Path(args.out_dir), log=_log)
 
 
 def cmd_extract(args) -> None:
     from ssltrace.extract import extract_many
 
-    s = _settings(args.settings)
+    s = {**_settings(args.settings), **_settings(args.runtime)}
     probes = _named_paths(args.probe, "extract --probe")
     out_dir = Path(args.out_dir)
     extract_many(
@@ -200,6 +200,11 @@ def _stage(sub, name: str, func, help_text: str, settings: str | None = None):
     return parser
 
 
+def _runtime_option(parser) -> None:
+    """--runtime: settings that say where and how fast, not what (config x-runtime-only)."""
+    parser.add_argument("--runtime", default="{}", help="JSON {device, ...}, merged on top")
+
+
 def _paths(parser, *flags: str) -> None:
     for flag in flags:
         parser.add_argument(flag, required=True, metavar="PATH")
@@ -243,11 +248,13 @@ def _add_data_commands(sub) -> None:
 def _add_run_commands(sub) -> None:
     p = _stage(sub, "pretrain", cmd_pretrain, "train one run; resumes from its last epoch", "run")
     _paths(p, "--dataset", "--split", "--out-dir")
+    _runtime_option(p)
     p = _stage(sub, "extract", cmd_extract, "activations of every layer per checkpoint", "extract")
     p.add_argument("--probe", action="append", required=True, help="NAME=FILE, repeatable")
     _paths(p, "--checkpoints-dir", "--out-dir")
     p.add_argument("--epochs", nargs="+", type=int, required=True)
     p.add_argument("--cache-dir", help="per-epoch cache (omit: none)")
+    _runtime_option(p)
     p = _stage(sub, "analyse", cmd_analyse, "run one pipeline analysis on one run", "settings")
     p.add_argument("name", help="analysis name (see `ssltrace list`)")
     p.add_argument("--input", action="append", default=[], help="ROLE=PATH, repeatable")

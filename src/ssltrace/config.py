@@ -74,6 +74,14 @@ def _defaults(schema: dict, root: dict) -> Any:
 _NONE = object()
 
 
+def runtime_keys(section: str) -> tuple[str, ...]:
+    """Keys of a config section marked `x-runtime-only` in the schema: they choose where and
+    how fast a stage computes, not what, so they are kept out of what triggers reruns."""
+    root = load_schema()
+    props = _resolve_ref(root["properties"][section], root).get("properties", {})
+    return tuple(key for key, sub in props.items() if sub.get("x-runtime-only"))
+
+
 def _resolve_ref(schema: dict, root: dict) -> dict:
     while "$ref" in schema:
         schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]

@@ -177,3 +177,11 @@ def extract_settings(cfg: Mapping[str, Any]) -> dict:
     settings = {k: cfg["extract"][k] for k in keys}
     settings["layers"] = None if cfg["extract"]["layers"] == "all" else cfg["extract"]["layers"]
     return settings
+
+
+def split_runtime(settings: Mapping[str, Any], section: str) -> tuple[dict, dict]:
+    """(what a stage computes, where and how fast) of its settings; only the first is a rule
+    param, so moving a study to another device or enabling compilation reruns nothing."""
+    keys = sslconfig.runtime_keys(section)
+    what = {k: v for k, v in settings.items() if k not in keys}
+    return what, {k: v for k, v in settings.items() if k in keys}

@@ -78,7 +78,16 @@ def probe_args(wildcards, input):
 
 
 def run_settings(w):
-    return as_json(study.run_settings(CFG, w.method, int(w.seed)))
+    """What the run trains (a rule param: a change retrains); see run_runtime."""
+    run = study.run_settings(CFG, w.method, int(w.seed))
+    run["train"] = study.split_runtime(run["train"], "train")[0]
+    return as_json(run)
+
+
+def run_runtime(w):
+    """Where and how fast it trains: a resource, so a change reruns nothing."""
+    train = study.method_train(CFG, w.method)
+    return as_json(study.split_runtime(train, "train")[1])
 
 
 def analysed_epochs(w):

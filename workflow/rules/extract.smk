@@ -17,15 +17,18 @@ rule extract:
         gpu=1,
         mem_mb=8000,
         runtime=minutes(60),
+        # x-runtime-only settings travel as a resource: unlike params, not a rerun trigger.
+        extract_runtime=as_json(study.split_runtime(CFG["extract"], "extract")[1]),
     params:
         epochs=analysed_epochs,
         probes=named_args(
             "probe", [(p, path(layout.PROBE, probe=p)) for p in layout.PROBES]
         ),
         out_dir=lambda w: path(layout.RUN_ACTIVATIONS, method=w.method, seed=w.seed),
-        settings=as_json(study.extract_settings(CFG)),
+        settings=as_json(study.split_runtime(study.extract_settings(CFG), "extract")[0]),
         cache=CACHE,
     shell:
         "ssltrace extract --checkpoints-dir {input.checkpoints:q} {params.probes} "
         "--epochs {params.epochs} --out-dir {params.out_dir:q} --threads {threads} "
-        "--cache-dir {params.cache:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "--cache-dir {params.cache:q} --settings {params.settings:q} "
+        "--runtime {resources.extract_runtime:q} > {log:q} 2>&1"

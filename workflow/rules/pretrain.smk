@@ -19,10 +19,12 @@ rule pretrain:
         gpu=1,
         mem_mb=16000,
         runtime=pretrain_runtime,
+        # x-runtime-only settings travel as a resource: unlike params, not a rerun trigger.
+        train_runtime=run_runtime,
     params:
         settings=run_settings,
         out_dir=lambda w: path(layout.RUN, method=w.method, seed=w.seed),
     shell:
         "ssltrace pretrain --dataset {input.dataset:q} --split {input.split:q} "
         "--out-dir {params.out_dir:q} --threads {threads} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --runtime {resources.train_runtime:q} > {log:q} 2>&1"

@@ -31,7 +31,7 @@ import torch
 
 from ssltrace import io
 from ssltrace.augment import AugmentConfig, Augmenter
-from ssltrace.config import defaults
+from ssltrace.config import defaults, runtime_keys
 from ssltrace.device import resolve_device as shared_resolve_device
 from ssltrace.methods import METHODS, EpochContext, Method
 from ssltrace.network import build_network
@@ -50,7 +50,8 @@ LOG_COLUMNS = (
     "images_per_s",
 )
 PARTS = ("loss", "invariance", "regularisation")
-RUNTIME_ONLY = ("device", "compile", "threads", "channels_last")
+# Where and how fast a run is computed (the schema's x-runtime-only keys of `train`).
+RUNTIME_ONLY = runtime_keys("train")
 RUN_KEYS = ("method", "seed", "method_params", "architecture", "train", "augment")
 
 StepHook = Callable[[int, int], None]
