@@ -95,7 +95,8 @@ def write_study(root, seeds=(0, 1)):
                     for metric, value in (
                         ("human_spearman_offdiag", rho),
                         ("human_spearman_full", rho + 0.3),
-                        ("human_spearman_pvalue", 0.1),
+                        ("human_spearman_offdiag_pvalue", 0.1),
+                        ("human_spearman_full_pvalue", 0.2),
                         ("fewshot_accuracy", 0.5),
                     ):
                         rows["human"].append(

@@ -6,12 +6,21 @@ from conftest import SHARED_DATA
 from ssltrace.analysis.human import compare_confusions, human_confusion, permutation_pvalue
 
 
-def test_human_confusion_by_hand():
+def test_human_confusion_averages_the_choice_histograms_per_class():
+    # Seed 000 §2.5.2: row k = mean of the histograms of the images of true class k.
+    counts = np.array([[3, 1, 0], [1, 1, 0], [0, 2, 2], [0, 0, 5]])
+    labels = np.array([0, 0, 1, 2])
+    expected = [[2.0, 1.0, 0.0], [0.0, 2.0, 2.0], [0.0, 0.0, 5.0]]
+    np.testing.assert_allclose(human_confusion(counts, labels), expected, rtol=0, atol=1e-15)
+
+
+def test_per_image_option_normalises_each_image_first():
     counts = np.array([[3, 1, 0], [1, 1, 0], [0, 2, 2], [0, 0, 5]])
     labels = np.array([0, 0, 1, 2])
     # Rows normalised: [.75 .25 0], [.5 .5 0] (class 0), [0 .5 .5] (class 1), [0 0 1].
     expected = [[0.625, 0.375, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]
-    np.testing.assert_allclose(human_confusion(counts, labels), expected, rtol=0, atol=1e-15)
+    found = human_confusion(counts, labels, per_image=True)
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-15)
 
 
 def test_real_cifar10h():
@@ -22,9 +31,12 @@ def test_real_cifar10h():
     # The CIFAR-10 test labels are not available offline: for this sanity check each image's
     # true class is taken as the class most people chose, which inflates the diagonal a bit.
     labels = counts.argmax(axis=1)
-    confusion = human_confusion(counts, labels)
+    confusion = human_confusion(counts, labels, per_image=True)
     assert confusion.shape == (10, 10)
     np.testing.assert_allclose(confusion.sum(axis=1), 1.0, atol=1e-12)
+    # The paper's raw average: rows sum to the mean number of annotators (~50 per image).
+    raw = human_confusion(counts, labels)
+    assert 45 < raw.sum(axis=1).min() <= raw.sum(axis=1).max() < 60
     assert np.all(np.diag(confusion) > 0.8)
     # People confuse cat (3) with dog (5) more than cat with ship (8).
     assert confusion[3, 5] > 10 * confusion[3, 8]

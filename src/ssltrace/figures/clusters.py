@@ -15,10 +15,16 @@ from ssltrace.analysis.clustering import best_layer
 from ssltrace.figures import FIGURES, matrixplot, readers, style
 
 
-def best_layers(inputs: dict, settings: dict, metric: str) -> pd.DataFrame:
-    """Per method: the layer with the highest seed-mean `metric` at the final epoch."""
+def best_layers(
+    inputs: dict, settings: dict, metric: str, at: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per method: the layer with the highest seed-mean `metric` at the final epoch (or, with
+    `at`, the seed-mean `metric` at the layers `at` chose), columns `layer` and `mean`."""
     data = readers.final_epoch(readers.read_metrics(inputs, [metric]))
     means = style.summarise(data, ["method", "layer"]).rename(columns={"mean": "value"})
+    if at is not None:
+        chosen = means.merge(at[["layer"]].reset_index(), on=["method", "layer"])
+        return chosen.rename(columns={"value": "mean"}).set_index("method")
     best = best_layer(means.assign(metric=metric), metric, by=("method",))
     return best.rename(columns={"value": "mean"}).set_index("method")
 

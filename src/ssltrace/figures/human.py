@@ -14,20 +14,22 @@ from ssltrace.figures.clusters import best_layers
 def human_confusion(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Human confusion, then each method's confusion at its best layer (final epoch).
 
-    The best layer has the highest seed-mean `human_spearman_offdiag`. Diagonals are masked:
+    The best layer has the highest seed-mean `human_spearman_full` (the paper's measure,
+    seed 000 §2.6.2); titles give it and the off-diagonal one. Diagonals are masked:
     the comparison is about which wrong classes are chosen, and correct answers would swamp
     the colour scale. Inputs `table` (human.tsv) and `confusion:METHOD:SEED`. Settings `methods`.
     """
 
     runs = readers.run_inputs(inputs, "confusion")
-    best = best_layers(inputs, settings, "human_spearman_offdiag")
+    best = best_layers(inputs, settings, "human_spearman_full")
+    offdiag = best_layers(inputs, settings, "human_spearman_offdiag", at=best)
     methods = readers.chosen_methods(settings, (m for m, _ in runs))
     panels = {}
     human, names = None, None
     for method in methods:
         if method not in best.index:
             raise ValueError(
-                f"{readers.input_path(inputs, 'table')} has no human_spearman_offdiag rows "
+                f"{readers.input_path(inputs, 'table')} has no human_spearman_full rows "
                 f"for method {method!r}"
             )
         mean, meta, epoch, n_seeds = matrixplot.seed_mean(
@@ -46,10 +48,13 @@ def human_confusion(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     shown = [("human", human, "Human (CIFAR-10H)", "black")]
     for method in methods:
         matrix, layer, epoch, n_seeds = panels[method]
-        rho = best.loc[method, "mean"]
-        title = f"{method} · {layer}\nρ = {rho:.2f}, epoch {epoch}, {n_seeds} seed(s)"
+        rho, rho_off = best.loc[method, "mean"], offdiag.loc[method, "mean"]
+        title = (
+            f"{method} · {layer}, epoch {epoch}\nρ = {rho:.2f} (whole), {rho_off:.2f} "
+            f"(off-diag.), {n_seeds} seed(s)"
+        )
         shown.append((method, matrix, title, colours[method]))
-    for ax, (_key, matrix, title, colour) in zip(axes[0], shown, strict=True):
+    for ax, (key, matrix, title, colour) in zip(axes[0], shown, strict=True):
         off = matrixplot.offdiagonal(matrix)
         image = matrixplot.heatmap(ax, off, 0.0, matrixplot.shared_limits([off])[1])
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
@@ -58,7 +63,9 @@ def human_confusion(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         ax.set_title(title, color=colour, fontsize=8)
         bar = fig.colorbar(image, ax=ax, shrink=0.7, pad=0.02)
         bar.ax.tick_params(labelsize=6)
-        bar.set_label("P(chosen class | true class)", fontsize=7)
+        human_panel = key == "human"
+        label = "mean choices per image" if human_panel else "P(chosen class | true class)"
+        bar.set_label(label, fontsize=7)
     axes[0, 0].set_ylabel("True class")
     fig.suptitle("Human vs model confusions, diagonal masked (seed 000 Fig. 9)")
     return style.save(fig, stem, *readers.formats(settings))
