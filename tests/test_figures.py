@@ -9,6 +9,7 @@ from matplotlib.collections import PolyCollection
 
 from ssltrace import io, tables
 from ssltrace.figures import FIGURES, matrixplot, readers, style
+from ssltrace.figures.table import figure_table
 
 LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4", "pool", "head_fc1"]
 METHODS = ["simclr", "byol", "supervised", "untrained"]
@@ -215,22 +216,13 @@ def write_study(root, seeds=(0, 1)):
 
 
 # Figure name -> the inputs it reads: (study table, per-run files).
+# What each figure reads, from the figure table: (analysis or "logs", "table" or "runs").
 FIGURE_INPUTS = {
-    "fewshot_error_vs_layer": [("fewshot", "table")],
-    "fewshot_error_matrices": [("fewshot", "runs")],
-    "dendrograms": [("clustering", "table"), ("clustering", "runs")],
-    "correspondence": [("clustering", "table"), ("clustering", "runs")],
-    "mi_vs_layer": [("clustering", "table")],
-    "human_confusion": [("human", "table"), ("human", "runs")],
-    "spearman_vs_layer": [("human", "table")],
-    "rdm_stability": [("trajectory", "table")],
-    "category_dissimilarity": [("trajectory", "table")],
-    "rdm_snapshots": [("trajectory", "runs")],
-    "geometry_accuracy": [("geometry", "table")],
-    "geometry_layers": [("geometry", "table")],
-    "cdnv_vs_epoch": [("geometry", "table")],
-    "training_curves": [("logs", "runs")],
-    "loss_and_accuracy": [("logs", "runs"), ("geometry", "table")],
+    row.draw: [
+        (spec.analysis or "logs", "runs" if spec.per_run else "table")
+        for spec in row.inputs.values()
+    ]
+    for row in figure_table()
 }
 LINE_FIGURES = [
     "fewshot_error_vs_layer",

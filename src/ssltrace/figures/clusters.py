@@ -1,7 +1,9 @@
-"""Seed 000 Figs. 6-7: hierarchical clusters of the error matrices vs the coarse classes.
+"""Seed 000 Figs. 6-7, S3 and §2.6.1: hierarchical clusters of the error matrices vs the
+coarse classes.
 
-Both figures show each method at its best layer: the layer with the highest mutual information
-between clusters and coarse classes at the final epoch, averaged over seeds (`mi_bits`).
+Figs. 6-7 and the cluster histograms show each method at its best layer: the layer with the
+highest mutual information between clusters and coarse classes at the final epoch, averaged
+over seeds (`mi_bits`); Fig. S3 shows the correspondence at every layer.
 """
 
 from __future__ import annotations
@@ -192,3 +194,72 @@ def _annotate(ax, matrix: np.ndarray, vmax: float) -> None:
                 fontsize=6,
                 color="white" if dark else "black",
             )
+
+
+@FIGURES.register("cluster_histograms")
+def cluster_histograms(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 §2.6.1: the coarse classes represented in each cluster, at the best layer.
+
+    One panel per method; bar k stacks, per coarse class, the number of fine classes of that
+    coarse class in cluster k (mean over seeds), so a pure cluster is one colour and the
+    number of colours is the number of coarse classes it mixes. Inputs `table`
+    (clustering.tsv) and `clusters:METHOD:SEED`. Settings `methods`.
+    """
+    runs = readers.run_inputs(inputs, "clusters")
+    best = best_layers(inputs, settings, "mi_bits")
+    methods = readers.chosen_methods(settings, (m for m, _ in runs))
+    _check_best(best, methods, inputs)
+    fig, axes = style.panels(1, len(methods), (3.4 * len(methods) + 1.6, 3.4), sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        mean, meta, epoch, n_seeds = matrixplot.seed_mean(
+            runs, method, "correspondence", ["coarse_names"]
+        )
+        layer = best.loc[method, "layer"]
+        counts = mean[meta["layers"].tolist().index(layer)]  # [cluster, coarse class]
+        colours = style.coarse_palette(counts.shape[1])
+        bottom = np.zeros(counts.shape[0])
+        for c, name in enumerate(str(n) for n in meta["coarse_names"]):
+            x = np.arange(1, counts.shape[0] + 1)
+            ax.bar(x, counts[:, c], bottom=bottom, color=colours[c], label=name, width=0.8)
+            bottom += counts[:, c]
+        ax.set_xticks(np.arange(1, counts.shape[0] + 1))
+        ax.set_xlabel("Cluster")
+        ax.set_title(f"{method} · {layer}\nepoch {epoch}, {n_seeds} seed(s)", fontsize=8)
+    axes[0, 0].set_ylabel("Fine classes in cluster\n(count, mean over seeds)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="Coarse class", loc="outside right upper", frameon=False)
+    fig.suptitle("Coarse classes within each cluster at the best layer (seed 000 §2.6.1)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+@FIGURES.register("correspondence_layers")
+def correspondence_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 000 Fig. S3: clusters x coarse classes at every layer (rows: methods), final
+    epoch, mean counts over seeds; rows of each matrix matched to coarse classes as in Fig. 7.
+    Inputs `clusters:METHOD:SEED`. Settings `methods`, `layer_order`.
+    """
+    runs = readers.run_inputs(inputs, "clusters")
+    methods = readers.chosen_methods(settings, (m for m, _ in runs))
+    means = {m: matrixplot.seed_mean(runs, m, "correspondence", ["coarse_names"]) for m in methods}
+    layers = readers.layer_order(settings, next(iter(means.values()))[1]["layers"])
+    vmax = max(float(np.nanmax(v[0])) for v in means.values())
+    k = means[methods[0]][0].shape[-1]
+    size = max(1.8, 0.22 * k + 0.8)
+    fig, axes = style.panels(
+        len(methods), len(layers), (size * len(layers) + 1.2, size * len(methods) + 0.8)
+    )
+    for row, method in enumerate(methods):
+        mean, meta, epoch, n_seeds = means[method]
+        order = meta["layers"].tolist()
+        for col, layer in enumerate(layers):
+            ax = axes[row, col]
+            image = matrixplot.heatmap(ax, mean[order.index(layer)], 0.0, vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(layer, fontsize=8)
+        axes[row, 0].set_ylabel(f"{method}\nepoch {epoch}, {n_seeds} seed(s)", fontsize=8)
+    bar = fig.colorbar(image, ax=axes, shrink=0.6)
+    bar.set_label("Fine classes in cluster (count)")
+    fig.suptitle("Clusters (rows) vs coarse classes (columns) at every layer (seed 000 Fig. S3)")
+    return style.save(fig, stem, *readers.formats(settings))
