@@ -48,7 +48,10 @@ def test_nt_xent_hand_computed_orthogonal_case():
     out = nt_xent_loss(z, z.clone(), temperature=1.0)
     assert out["loss"].item() == pytest.approx(math.log(math.e + 2) - 1, abs=1e-6)
     assert out["invariance"].item() == pytest.approx(-1.0, abs=1e-6)
-    assert out["regularisation"].item() == pytest.approx(math.log(math.e + 2), abs=1e-6)
+    # Seed 004 §2.1: log sum over the other view's j != i: one negative at similarity 0.
+    assert out["regularisation"].item() == pytest.approx(0.0, abs=1e-6)
+    exact = nt_xent_loss(z, z.clone(), temperature=1.0, split="denominator")
+    assert exact["regularisation"].item() == pytest.approx(math.log(math.e + 2), abs=1e-6)
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5, 2.0])
@@ -59,8 +62,16 @@ def test_nt_xent_matches_published_loop(temperature):
     # Alignment term by itself: -mean over anchors of cos(positive) / t.
     alignment = -sum(cos(z1[k], z2[k]) for k in range(5)) * 2 / (10 * temperature)
     assert out["invariance"].item() == pytest.approx(alignment, rel=1e-9)
-    parts = out["invariance"] + out["regularisation"]
-    assert parts.item() == pytest.approx(out["loss"].item(), rel=1e-12)
+    # Seed 004 §2.1's regularisation, written out: both views as anchors, other view's j != i.
+    cross = [
+        math.log(sum(math.exp(cos(a[i], b[j]) / temperature) for j in range(5) if j != i))
+        for a, b in ((z1, z2), (z2, z1))
+        for i in range(5)
+    ]
+    assert out["regularisation"].item() == pytest.approx(sum(cross) / 10, rel=1e-9)
+    exact = nt_xent_loss(z1, z2, temperature, split="denominator")
+    parts = exact["invariance"] + exact["regularisation"]
+    assert parts.item() == pytest.approx(exact["loss"].item(), rel=1e-12)
 
 
 def test_nt_xent_rejects_bad_input():
@@ -118,7 +129,7 @@ def test_byol_sends_no_gradient_to_the_target():
 # --- VICReg (Bardes et al. 2022, eqs. 1-6) -------------------------------------------------
 
 
-def vicreg_reference(z1, z2, lam, mu, nu, eps=1e-4):
+def vicreg_reference(z1, z2, lam, mu, nu, eps=1e-4, variance_mode="sum"):
     n, d = z1.shape
 
     def column(z, j):
@@ -146,7 +157,8 @@ def vicreg_reference(z1, z2, lam, mu, nu, eps=1e-4):
     invariance = sum(float(z1[i, j] - z2[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
     return (
         lam * invariance,
-        mu * (variance(z1) + variance(z2)) / 2 + nu * (covariance(z1) + covariance(z2)),
+        mu * (variance(z1) + variance(z2)) / (2 if variance_mode == "mean" else 1)
+        + nu * (covariance(z1) + covariance(z2)),
     )
 
 
@@ -159,6 +171,16 @@ def test_vicreg_matches_published_formula():
     assert out["invariance"].item() == pytest.approx(invariance, rel=1e-9)
     assert out["regularisation"].item() == pytest.approx(regularisation, rel=1e-9)
     assert out["loss"].item() == pytest.approx(invariance + regularisation, rel=1e-9)
+
+
+def test_vicreg_authors_code_averages_the_variance_terms():
+    z1 = randn(8, 5, seed=1) * 0.4  # every std below 1: the hinge is active everywhere
+    z2 = randn(8, 5, seed=2) * 0.7
+    _, paper = vicreg_reference(z1, z2, 25.0, 25.0, 0.0)
+    _, code = vicreg_reference(z1, z2, 25.0, 25.0, 0.0, variance_mode="mean")
+    assert vicreg_loss(z1, z2, cov_coeff=0.0)["regularisation"].item() == pytest.approx(paper)
+    out = vicreg_loss(z1, z2, cov_coeff=0.0, variance="mean")
+    assert out["regularisation"].item() == pytest.approx(code) and code == pytest.approx(paper / 2)
 
 
 def test_vicreg_coefficients_weight_their_terms():

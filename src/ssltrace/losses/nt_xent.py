@@ -5,9 +5,12 @@ other view of sample i, each anchor's loss is
 
     l_i = -s(i, p(i)) / t + log sum_{k != i} exp(s(i, k) / t)
 
-and the loss is the mean of l_i over all 2N anchors. The split follows Wang & Isola (2020):
-`invariance` is the mean of the first (alignment) term, `regularisation` the mean of the
-log-sum-exp (uniformity) term; they add up to `loss`.
+and the loss is the mean of l_i over all 2N anchors. `invariance` is the mean of the first
+(alignment) term. `regularisation` follows seed paper 004 §2.1 by default ("cross_view"): the
+mean over anchors of log sum_{j != i} exp(s(z_i, z'_j) / t), the negatives of the other view
+only; then invariance + regularisation is not the optimised loss (which also has the positive
+and the same-view negatives in its denominator). "denominator" is the Wang & Isola (2020)
+split, the log-sum-exp of the loss's own denominator, which adds up to `loss` exactly.
 """
 
 from __future__ import annotations
@@ -17,11 +20,18 @@ import torch.nn.functional as F
 
 from ssltrace.losses._checks import check_pair, check_positive
 
+SPLITS = ("cross_view", "denominator")
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> dict:
-    """NT-Xent over two views `z1`, `z2` [N, D] (row i of each is the same image)."""
+
+def nt_xent_loss(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, split: str = "cross_view"
+) -> dict:
+    """NT-Xent over two views `z1`, `z2` [N, D] (row i of each is the same image); `split`
+    chooses how the logged regularisation is defined (module docstring)."""
     check_pair("z1", z1, "z2", z2, min_rows=2)
     check_positive("temperature", temperature)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n = z1.shape[0]
     logits = z @ z.T / temperature
@@ -32,9 +42,16 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -
     alignment = -logits[torch.arange(2 * n, device=z.device), positive]
     uniformity = torch.logsumexp(logits, dim=1)
     invariance = alignment.mean()
-    regularisation = uniformity.mean()
-    return {
-        "loss": invariance + regularisation,
-        "invariance": invariance,
-        "regularisation": regularisation,
-    }
+    loss = invariance + uniformity.mean()
+    if split == "denominator":
+        regularisation = uniformity.mean()
+    else:
+        regularisation = _cross_view_negatives(logits, n).detach()
+    return {"loss": loss, "invariance": invariance, "regularisation": regularisation}
+
+
+def _cross_view_negatives(logits: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean over the 2N anchors of log sum over the other view's samples j != i (seed 004)."""
+    cross = torch.cat([logits[:n, n:], logits[n:, :n]])  # [2N, N]: anchor i vs other view
+    own = torch.eye(n, dtype=torch.bool, device=logits.device).repeat(2, 1)
+    return torch.logsumexp(cross.masked_fill(own, float("-inf")), dim=1).mean()

@@ -3,10 +3,12 @@
     s(Z, Z') = mean_i ||z_i - z'_i||^2 / D                 (invariance, MSE)
     v(Z)     = mean_j max(0, 1 - sqrt(Var(z^j) + eps))     (variance, unbiased Var, gamma = 1)
     c(Z)     = sum_{j != k} C(Z)_{jk}^2 / D                (covariance, C unbiased)
-    loss     = lambda s + mu (v(Z) + v(Z')) / 2 + nu (c(Z) + c(Z'))
+    loss     = lambda s + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]
 
-as in the authors' implementation (which averages the two variance terms). `invariance` is
-lambda s; `regularisation` is the variance plus covariance part.
+as both the VICReg paper and seed paper 004 (Eq. 1) write it. `variance="mean"` is the
+authors' code, which averages the two variance terms, mu (v(Z) + v(Z')) / 2 (a named option:
+results trained with that code used it). `invariance` is lambda s; `regularisation` is the
+variance plus covariance part.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ssltrace.losses._checks import check_pair
+
+VARIANCE_TERMS = ("sum", "mean")
 
 
 def _variance_term(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -37,11 +41,16 @@ def vicreg_loss(
     std_coeff: float = 25.0,
     cov_coeff: float = 1.0,
     eps: float = 1e-4,
+    variance: str = "sum",
 ) -> dict:
-    """VICReg loss of two views `z1`, `z2` [N, D], N >= 2."""
+    """VICReg loss of two views `z1`, `z2` [N, D], N >= 2; `variance` "sum" (the papers) or
+    "mean" (the authors' code) of the two views' variance terms."""
     check_pair("z1", z1, "z2", z2, min_rows=2)
+    if variance not in VARIANCE_TERMS:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCE_TERMS)}, got {variance!r}")
     invariance = sim_coeff * F.mse_loss(z1, z2)
-    variance = (_variance_term(z1, eps) + _variance_term(z2, eps)) / 2
+    terms = _variance_term(z1, eps) + _variance_term(z2, eps)
+    variance = terms / 2 if variance == "mean" else terms
     covariance = _covariance_term(z1) + _covariance_term(z2)
     regularisation = std_coeff * variance + cov_coeff * covariance
     return {
