@@ -167,6 +167,7 @@ INVALID = [
     ("figures.epochs", [50], "figures.epochs"),
     ("train.schedule.warmup_epochs", 5, "train.schedule"),
     ("extract.keep", [99], "extract.keep"),
+    ("method_settings.simclr.augment", {"flip_p": 2.0}, "method_settings.simclr.augment"),
 ]
 
 # Mistakes that pass validation today and fail later, inside the pretrain job (after the data,
@@ -274,6 +275,17 @@ def test_a_relative_results_dir_outside_the_project_is_warned_about():
     cfg = put(base(), "results_dir", "../../elsewhere")
     with pytest.warns(UserWarning, match="outside the working directory"):
         study.checked(cfg)
+
+
+def test_a_run_may_override_the_augmentation():
+    cfg = base()
+    cfg["method_settings"]["simclr"] = {"augment": {"grayscale_p": 0.0}}
+    cfg = study.checked(cfg)
+    assert study.run_settings(cfg, "simclr", 0)["augment"] == {
+        "preset": "seed000",
+        "grayscale_p": 0.0,
+    }
+    assert study.run_settings(cfg, "supervised", 0)["augment"] == {"preset": "seed000"}
 
 
 def test_analysed_epochs_every_n_keeps_the_last():

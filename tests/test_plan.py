@@ -39,6 +39,6 @@ def test_checkpoint_and_activation_sizes_match_real_networks(method):
 def test_summary_uses_given_throughput_for_gpu_hours():
     cfg = study.load(ROOT / "config.yaml")
     text = summary(cfg, images_per_s=25_000.0)
-    # 200 epochs x 25,000 known-class images / 25,000 img/s = 200 s per run, 35 trained runs
-    assert "GPU-hours for training (all runs): 1.9" in text
+    # 200 epochs x 25,000 known-class images / 25,000 img/s = 200 s per run, 55 trained runs
+    assert "GPU-hours for training (all runs): 3.1" in text
     assert "untrained" in text and "pretrain" in text

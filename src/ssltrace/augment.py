@@ -27,6 +27,11 @@ Semantics, compared with torchvision's per-image transforms:
 - Blur: Gaussian kernel of side blur_kernel (default int(0.1 * size), made odd, as SimCLR),
   sigma ~ U(blur_sigma), reflect padding, as torchvision's GaussianBlur.
 - Solarisation: pixels >= solarize_threshold (in [0, 1] units) become 1 - x.
+
+Colour spaces (a method's `colour_space`): "rgb" normalises with the config's `mean`/`std`;
+"lab" converts the augmented RGB to CIE Lab (scikit-image's rgb2lab: sRGB, D65, 2-degree
+observer) and maps each channel's range to [-1, 1] with the constants of CMC's code (Tian et
+al. 2019, train_CMC.py), which augments RGB first and converts last, as here.
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ NORMALISATION = {
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+# sRGB -> CIE XYZ (D65) and the D65 white point (2-degree observer), as scikit-image's rgb2lab.
+XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+D65_WHITE = (0.95047, 1.0, 1.08883)
+# CMC's Lab normalisation (train_CMC.py): the range of each channel over sRGB, L in [0, 100],
+# a in [-86.183, 98.233], b in [-107.857, 94.478], mapped to [-1, 1].
+LAB_RANGE = ((0.0, 100.0), (-86.183, 98.233), (-107.857, 94.478))
+LAB_MEAN = tuple((low + high) / 2 for low, high in LAB_RANGE)
+LAB_STD = tuple((high - low) / 2 for low, high in LAB_RANGE)
 
 
 def _named_statistics(key: str, name: str) -> tuple[float, ...]:
@@ -523,9 +540,26 @@ def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x - mean) / std
 
 
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """CIE Lab [B, 3, H, W] of float sRGB [B, 3, H, W] in [0, 1] (scikit-image's rgb2lab).
+
+    Written out per channel rather than as a matmul: TF32 matmuls (on when training is not
+    deterministic on a GPU) would round XYZ to ~1e-3 and move Lab by ~0.1.
+    """
+    # The clamps keep pow away from negative bases in the branch torch.where discards.
+    gamma = ((x.clamp(min=0.0) + 0.055) / 1.055).pow(2.4)
+    linear = torch.where(x > 0.04045, gamma, x / 12.92).unbind(dim=1)
+    f = []
+    for row, white in zip(XYZ_FROM_RGB, D65_WHITE, strict=True):
+        t = sum(weight * channel for weight, channel in zip(row, linear, strict=True)) / white
+        f.append(torch.where(t > 0.008856, t.clamp(min=0.008856).pow(1 / 3), 7.787 * t + 16 / 116))
+    fx, fy, fz = f
+    return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+
+
 JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-# What the network sees (a method's `colour_space`): normalised RGB.
-COLOUR_SPACES = ("rgb",)
+# What the network sees (a method's `colour_space`): normalised RGB, or Lab (CMC).
+COLOUR_SPACES = ("rgb", "lab")
 
 
 class Augmenter:
@@ -533,7 +567,9 @@ class Augmenter:
 
     `device` ("auto": CUDA when available) is where the images are expected to live; the
     normalisation constants are kept there. Images on another device still work.
-    `colour_space` is what the network takes (`Method.colour_space`).
+    `colour_space` is what the network takes (`Method.colour_space`): "lab" augments in RGB,
+    then converts to Lab normalised with CMC's constants (the config's RGB `mean`/`std` do not
+    apply); "rgb" is the normalised RGB of `apply_params`, unchanged by the Lab option.
     """
 
     def __init__(
@@ -552,6 +588,11 @@ class Augmenter:
         self.device = _resolve_device(device)
         self._mean = torch.tensor(config.mean, device=self.device)
         self._std = torch.tensor(config.std, device=self.device)
+        if colour_space == "lab":
+            # apply_params with mean 0 and std 1 returns the augmented RGB itself (x - 0) / 1.
+            self._unit = (torch.zeros(3, device=self.device), torch.ones(3, device=self.device))
+            stats = (LAB_MEAN, LAB_STD)
+            self._lab_stats = tuple(torch.tensor(v, device=self.device) for v in stats)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images = check_images(images)
@@ -559,7 +600,9 @@ class Augmenter:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         batch, height, width, _ = images.shape
         params = sample_params(self.config, batch, height, width, generator)
-        return apply_params(images, params, self.config, self._mean, self._std)
+        if self.colour_space == "rgb":
+            return apply_params(images, params, self.config, self._mean, self._std)
+        return self._lab(apply_params(images, params, self.config, *self._unit))
 
     def views(self, images: torch.Tensor, n: int, generator: torch.Generator) -> list:
         """`n` independently augmented views of the same images."""
@@ -570,7 +613,13 @@ class Augmenter:
         """No augmentation: uint8 [B, H, W, 3] -> normalised float32 [B, 3, H, W]."""
         x = check_images(images).permute(0, 3, 1, 2)
         x = x.to(torch.float32, memory_format=torch.contiguous_format) / 255.0
-        return normalise(x, self._mean, self._std)
+        if self.colour_space == "rgb":
+            return normalise(x, self._mean, self._std)
+        return self._lab(x)
+
+    def _lab(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Float RGB in [0, 1] -> Lab normalised as CMC's code does."""
+        return normalise(rgb_to_lab(rgb), *self._lab_stats)
 
 
 def _resolve_device(device: object) -> torch.device:

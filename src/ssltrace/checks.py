@@ -175,10 +175,11 @@ def _check_rdm_probe(cfg: dict) -> None:
 def _check_augment(cfg: dict) -> None:
     from ssltrace.augment import AugmentConfig
 
-    try:
-        AugmentConfig.from_dict(cfg["augment"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"config key 'augment': {message(exc)}") from None
+    _component("augment", AugmentConfig.from_dict, cfg["augment"])
+    for name in cfg["methods"]:
+        if "augment" in study.settings_of(cfg, name):
+            augment = study.run_settings(cfg, name, 0)["augment"]
+            _component(f"method_settings.{name}.augment", AugmentConfig.from_dict, augment)
 
 
 def _check_figures(cfg: dict) -> None:

@@ -95,8 +95,7 @@ def update(
 ) -> tuple[torch.Tensor, int]:
     """Mean of each cluster's rows; empty clusters re-seeded from non-empty ones."""
     counts = torch.bincount(labels, minlength=k).to(x.dtype)
-    sums = torch.zeros_like(old).index_add_(0, labels, x)
-    centroids = sums / counts.clamp_min(1)[:, None]
+    centroids = _cluster_sums(x, labels, counts) / counts.clamp_min(1)[:, None]
     empty = torch.nonzero(counts == 0).flatten()
     for cluster in empty.tolist():
         source = int(torch.multinomial(counts.clamp_min(0), 1, generator=generator)[0])
@@ -106,6 +105,19 @@ def update(
         counts[source] /= 2  # the two now share the source's points
         counts[cluster] = counts[source]
     return centroids, len(empty)
+
+
+def _cluster_sums(x: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Sum of each cluster's rows, in a fixed order: rows sorted by cluster, a float64 running
+    sum, differences at the cluster ends. (index_add_ adds with atomics on CUDA, whose order,
+    and so whose rounding, changes from run to run: a resumed run would not repeat itself.)"""
+    order = torch.sort(labels, stable=True).indices
+    running = torch.cumsum(x[order].double(), dim=0)
+    ends = torch.cumsum(counts.long(), dim=0) - 1
+    at_end = running[ends.clamp_min(0)]
+    before = torch.cat([torch.zeros_like(at_end[:1]), at_end[:-1]])
+    sums = torch.where((counts > 0)[:, None], at_end - before, torch.zeros_like(at_end))
+    return sums.to(x.dtype)
 
 
 def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

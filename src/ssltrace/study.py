@@ -79,6 +79,11 @@ def training_images(cfg: Mapping[str, Any]) -> int:
     return fine_known * images_per_class(cfg, "train")
 
 
+def settings_of(cfg: Mapping[str, Any], name: str) -> dict:
+    """`method_settings.<name>` ({} when the run has none)."""
+    return cfg["method_settings"].get(name, {})
+
+
 def method_of(cfg: Mapping[str, Any], name: str) -> str:
     """The registered method a run name trains: `method_settings.<name>.method`, else the name
     itself. Named variants (`vicreg_mu5: {method: vicreg, params: ...}`) make sweeps of one
@@ -110,7 +115,7 @@ def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
         "method_params": cfg["method_settings"].get(name, {}).get("params", {}),
         "architecture": dict(cfg["architecture"]),
         "train": train,
-        "augment": dict(cfg["augment"]),
+        "augment": sslconfig.deep_merge(cfg["augment"], settings_of(cfg, name).get("augment", {})),
     }
 
 
