@@ -6,6 +6,7 @@ is read, before a DAG is built, with one line naming the key and what is expecte
 """
 
 import copy
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -286,6 +287,41 @@ def test_a_run_may_override_the_augmentation():
         "grayscale_p": 0.0,
     }
     assert study.run_settings(cfg, "supervised", 0)["augment"] == {"preset": "seed000"}
+
+
+@pytest.mark.parametrize(
+    "method, params, needle",
+    [
+        ("instance_recognition", {"nce_negatives": 100000}, "nce_negatives"),
+        ("local_aggregation", {"background_k": 100000}, "background_k"),
+        ("local_aggregation", {"kmeans_k": 1}, "kmeans_k"),
+        ("deepcluster", {"k": 100000}, "'k'"),
+        ("deepcluster", {"k": 1}, "'k'"),
+        ("cmc", {"negatives": 100000}, "negatives"),
+        ("cmc", {"temperature": 0.0}, "temperature"),
+        ("instance_recognition", {"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_memory_bank_and_clustering_settings_beyond_the_data_fail_the_dry_run(
+    method, params, needle
+):
+    cfg = base()  # the ci preset: 320 training images
+    cfg["methods"] = [method]
+    cfg["method_settings"][method] = {"params": params}
+    with pytest.raises(sslconfig.ConfigError, match=f"method_settings.{method}.params") as err:
+        study.checked(cfg)
+    assert needle in str(err.value)
+
+
+def test_cmc_refuses_a_grey_dataset(monkeypatch):
+    from ssltrace.data import DATASETS
+
+    cfg = base()
+    cfg["methods"] = ["cmc"]
+    grey = dataclasses.replace(DATASETS.get("synthetic"), colour=False)
+    monkeypatch.setitem(DATASETS._items, "synthetic", grey)
+    with pytest.raises(sslconfig.ConfigError, match="method_settings.cmc.params.*colour"):
+        study.checked(cfg)
 
 
 def test_analysed_epochs_every_n_keeps_the_last():
