@@ -303,3 +303,25 @@ def test_every_numeric_param_has_a_declared_range():
         ranged = {*cls.positive, *cls.non_negative, *cls.unit_interval}
         numeric = {k for k, v in cls.defaults.items() if type(v) in (int, float)}
         assert numeric <= ranged, f"{name}: no range for {sorted(numeric - ranged)}"
+
+
+def test_moco_shuffled_batchnorm_groups_keys_by_a_random_permutation():
+    method = make("moco_v2", {"shuffle_bn_groups": 2, "symmetric": False})
+    method.train()
+    x = views(2, batch=8)
+    torch.manual_seed(5)
+    keys = method._keys(x[1:])
+    torch.manual_seed(5)
+    perm = torch.randperm(8)
+    expected = torch.empty_like(keys)
+    for group in perm.chunk(2):  # BatchNorm statistics of each group of the permutation
+        with torch.no_grad():
+            expected[group] = method.key_head(method.key_backbone(x[1][group])).float()
+    assert torch.allclose(keys, expected, atol=1e-6)
+    with torch.no_grad():
+        whole = method.key_head(method.key_backbone(x[1])).float()
+    assert not torch.allclose(keys, whole, atol=1e-4)  # the groups' statistics differ
+    out = method.loss(x)
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="shuffle_bn_groups=4 needs at least 8 images"):
+        make("moco_v2", {"shuffle_bn_groups": 4}).loss(views(2, batch=3))
