@@ -203,11 +203,11 @@ def test_invalid_config_is_rejected_naming_the_key(key, value, needle, tmp_path)
 
 
 def test_valid_configs_pass_and_get_defaults():
-    for preset in ("demo", "ci"):
+    for preset in ("demo", "ci", "seed001_moco"):
         cfg = study.load(ROOT / "config.yaml", ROOT / f"presets/{preset}.yaml")
         assert cfg["fewshot"]["distance"] == "sqeuclidean"
     paper = study.load(ROOT / "config.yaml")
-    assert len(paper["methods"]) == 8
+    assert len(paper["methods"]) == 12
     assert study.checkpoint_epochs(paper, "untrained") == [0]
     assert study.checkpoint_epochs(paper, "simclr") == list(range(201))
 
