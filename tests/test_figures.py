@@ -495,3 +495,19 @@ def test_human_panel_is_the_seed_mean_at_the_best_spearman_layer(study, tmp_path
     np.fill_diagonal(human, np.nan)
     np.testing.assert_allclose(np.ma.filled(human_ax.get_images()[0].get_array(), np.nan), human)
     assert byol_ax.get_title().startswith(f"byol · {best}")
+
+
+def test_seed004_fig2_divides_each_curve_by_its_value_at_initialisation():
+    from ssltrace.figures.geometry import _normalised_at_init, _with_ratio
+
+    rows = []
+    for epoch, (ncc, svm) in enumerate([(0.2, 0.4), (0.3, 0.5), (0.6, 0.8)]):
+        rows += [
+            _row("simclr", 0, epoch, "pool", "fine", "ncc_test", ncc),
+            _row("simclr", 0, epoch, "pool", "fine", "linear_svm", svm),
+        ]
+    out = _normalised_at_init(_with_ratio(pd.DataFrame(rows), "linear_svm"))
+    ratio = out[out.metric == "ratio"].sort_values("epoch")["value"].to_numpy()
+    np.testing.assert_allclose(ratio, [1.0, (0.3 / 0.5) / 0.5, (0.6 / 0.8) / 0.5])
+    svm = out[out.metric == "linear_svm"].sort_values("epoch")["value"].to_numpy()
+    np.testing.assert_allclose(svm, [1.0, 1.25, 2.0])

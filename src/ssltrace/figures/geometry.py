@@ -1,8 +1,9 @@
 """Seed 004: clustering geometry along training at sample, fine and coarse label levels.
 
-Fig. 2: NCC and linear accuracy vs epoch; Fig. 5: linear accuracy per layer across epochs for
-fine and coarse classes and their ratio; CDNV vs epoch. Line figures show the deep layer (the
-backbone output) unless `figures.deep_layer` names another.
+Fig. 2: NCC train accuracy, the NCC/linear ratio and linear accuracy vs epoch, each normalised
+at initialisation (Fig. 6 left: the raw accuracies); Fig. 5: linear accuracy per layer across
+epochs for fine and coarse classes and their ratio; CDNV vs epoch. Line figures show the deep
+layer (the backbone output) unless `figures.deep_layer` names another.
 """
 
 from __future__ import annotations
@@ -56,7 +57,62 @@ def _level_panels(rows: int, levels: list[str], height: float, **share):
 
 @FIGURES.register("geometry_accuracy")
 def geometry_accuracy(inputs: dict, stem: Path, settings: dict) -> list[Path]:
-    """Seed 004 Fig. 2: NCC (top) and linear-probe (bottom) test accuracy vs epoch per level.
+    """Seed 004 Fig. 2: per label level (rows), normalised by each run's value at
+    initialisation (epoch 0): NCC train accuracy (left), the NCC / linear test-accuracy ratio
+    (middle; the ratio is taken per run, epoch and level for the probe `linear_probe`) and
+    linear test accuracy (right), along training at the deep layer.
+
+    Input `table` (geometry.tsv). Settings `deep_layer`, `linear_probe`.
+    """
+    linear = linear_metric(settings)
+    data, layer, levels, colours = _deep_layer_levels(
+        inputs, ["ncc_train", "ncc_test", linear], settings
+    )
+    measures = _normalised_at_init(_with_ratio(data, linear))
+    columns = [
+        ("ncc_train", "NCC train accuracy"),
+        ("ratio", f"NCC / {PROBES[linear.removeprefix('linear_')]} test accuracy"),
+        (linear, f"{PROBES[linear.removeprefix('linear_')]} test accuracy"),
+    ]
+    fig, axes = style.panels(len(levels), 3, (11.5, 2.6 * len(levels) + 0.8), sharex=True)
+    for r, level in enumerate(levels):
+        for c, (metric, name) in enumerate(columns):
+            ax = axes[r, c]
+            rows = measures[(measures["metric"] == metric) & (measures["probe"] == level)]
+            style.mean_sd_lines(ax, rows, "epoch", colours, marker=".")
+            ax.axhline(1, color="0.7", lw=0.8, zorder=0)
+            if r == 0:
+                ax.set_title(f"{name}\n(÷ its value at initialisation)", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(LEVEL_TITLES.get(level, level))
+            style.epoch_axis(ax, label=r == len(levels) - 1)
+            sns.despine(ax=ax)
+    style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")
+    fig.suptitle(f"Clustering by label level along training, {layer} (seed 004 Fig. 2)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
+def _with_ratio(data: pd.DataFrame, linear: str) -> pd.DataFrame:
+    """`data` plus rows `ratio` = ncc_test / linear per run, epoch, layer and level."""
+    keys = ["method", "seed", "epoch", "layer", "probe"]
+    wide = data.pivot_table(index=keys, columns="metric", values="value").reset_index()
+    ratio = wide[keys].assign(metric="ratio", value=wide["ncc_test"] / wide[linear])
+    return pd.concat([data, ratio], ignore_index=True)
+
+
+def _normalised_at_init(data: pd.DataFrame) -> pd.DataFrame:
+    """Each value divided by the same run's, layer's, level's and metric's value at epoch 0
+    (seed 004 Fig. 2 normalises every curve so)."""
+    keys = ["method", "seed", "layer", "probe", "metric"]
+    start = data[data["epoch"] == 0].set_index(keys)["value"].rename("start")
+    out = data.join(start, on=keys)
+    return out.assign(value=out["value"] / out["start"]).drop(columns="start")
+
+
+@FIGURES.register("geometry_accuracy_raw")
+def geometry_accuracy_raw(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 004 Fig. 6 (left), the un-normalised Fig. 2: NCC (top) and linear-probe (bottom)
+    test accuracy vs epoch per level.
 
     Input `table` (geometry.tsv). Settings `deep_layer`, `linear_probe`.
     """
@@ -106,7 +162,8 @@ def cdnv_vs_epoch(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 
 @FIGURES.register("geometry_layers")
 def geometry_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
-    """Seed 004 Fig. 5: linear accuracy per layer for fine and coarse classes, and fine/coarse.
+    """Seed 004 Fig. 5: linear accuracy per layer for fine and coarse classes, and their ratio
+    superclass / original (coarse / fine) as the paper plots it.
 
     One row per method; lines are selected epochs in shades of the method's colour (light =
     early). The ratio is taken per run, epoch and layer, then averaged over seeds.
@@ -123,7 +180,7 @@ def geometry_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     data = data[data["probe"].isin(["fine", "coarse"])]
     keys = ["method", "seed", "epoch", "layer"]
     wide = data.pivot_table(index=keys, columns="probe", values="value").reset_index()
-    wide["ratio"] = wide["fine"] / wide["coarse"]
+    wide["ratio"] = wide["coarse"] / wide["fine"]  # seed 004 Fig. 5 right: superclass / original
     order = readers.layer_order(settings, data["layer"])
     positions = {layer: i for i, layer in enumerate(order)}
     methods = style.ordered_methods(data["method"])
@@ -134,7 +191,7 @@ def geometry_layers(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     columns = [
         ("fine", "Fine-class accuracy\n(fraction)"),
         ("coarse", "Coarse-class accuracy\n(fraction)"),
-        ("ratio", "Fine / coarse accuracy\n(ratio)"),
+        ("ratio", "Coarse / fine accuracy\n(ratio)"),
     ]
     fig, axes = style.panels(len(methods), 3, (10.5, 2.5 * len(methods) + 0.6), sharex=True)
     for r, method in enumerate(methods):

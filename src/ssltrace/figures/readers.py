@@ -3,7 +3,9 @@
 Inputs arrive as `{role: path}` (`ssltrace figure --input ROLE=PATH`). A study table has the
 role `table` (or another name the figure documents); per-run files have roles
 `ROLE:METHOD:SEED` (e.g. `errors:simclr:0`), so one figure can read every run of a study.
-Every check fails before drawing, with a message naming the file and the missing metric or array.
+Every check fails before drawing, with a message naming the file and the missing metric or array;
+every file is verified as it is read (`ssltrace.io`), and a damaged one is removed, so that the
+workflow's next run recomputes it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssltrace import tables
+from ssltrace import io, tables
 from ssltrace.figures import style
 
 
@@ -79,14 +81,9 @@ def run_inputs(inputs: dict, role: str) -> dict[tuple[str, int], Path]:
 
 
 def load_arrays(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
-    """The arrays `keys` of an .npz matrix file; a missing one is named with the file."""
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in keys if k not in data.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks array {missing[0]!r}; arrays present: {', '.join(data.files)}"
-            )
-        return {k: data[k] for k in keys}
+    """The arrays `keys` of an .npz matrix file (verified, `io.load_npz`); a missing one is
+    named with the file."""
+    return io.load_npz(path, list(keys))
 
 
 def final_epoch(table: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ssltrace import tables
 from ssltrace.figures import FIGURES, readers, style
 from ssltrace.figures.geometry import LEVELS, PROBES, linear_metric
 
@@ -21,13 +22,7 @@ def read_logs(inputs: dict, columns: list[str]) -> pd.DataFrame:
     """
     frames = []
     for (method, seed), path in readers.run_inputs(inputs, "log").items():
-        log = pd.read_csv(path, sep="\t")
-        missing = [c for c in ["epoch", *columns] if c not in log.columns]
-        if missing:
-            raise ValueError(
-                f"{path} is not a training log: missing column {missing[0]!r} "
-                f"(columns: {', '.join(map(str, log.columns))})"
-            )
+        log = tables.read_train_log(path, columns)  # verified: a cut log is no shorter run
         long = log.melt(id_vars="epoch", value_vars=columns, var_name="part")
         if long.empty:
             continue  # header only: a run without trained epochs
