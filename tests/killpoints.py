@@ -8,7 +8,12 @@ to die at an exact point (no sleeps, no polling):
 - SSLTRACE_KILL = JSON {"at": "before-replace" | "after-replace" | "step",
   "match": fnmatch pattern of the absolute destination path (or [epoch, step] for "step"),
   "count": the n-th match in this process (default 1),
-  "scope": "job" (this process) | "group" (its process group: Snakemake and every job)}
+  "scope": "job" (this process) | "group" (its process group: Snakemake and every job) |
+  "shell" (the shell of the job, which runs this process; this process must then die of its
+  parent-death signal) | "snakemake" (Snakemake alone; the job runs on, orphaned) |
+  "shell+snakemake" (both: this process must die of its parent-death signal)}
+- SSLTRACE_SURVIVED = a file; a job whose shell was killed and that is still alive after
+  SURVIVAL_S seconds appends a line to it (and goes on), so a test can assert that none did.
 - SSLTRACE_REPLACE_LOG = a file; each os.replace appends one JSON line {"src", "dst"}.
 - SSLTRACE_ARGV_LOG = a file; each `ssltrace` process appends its argv as one JSON line (what
   the job's shell line turned into after quoting).
@@ -24,6 +29,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 KILL_ENV = "SSLTRACE_KILL"
@@ -35,13 +41,30 @@ def kill_env(at: str, match, count: int = 1, scope: str = "group") -> dict[str, 
     return {KILL_ENV: json.dumps({"at": at, "match": match, "count": count, "scope": scope})}
 
 
+SURVIVED_ENV = "SSLTRACE_SURVIVED"
+SURVIVAL_S = 20
+
+
 def _die(scope: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # Only a group that leads its own session (Snakemake started with start_new_session) is
-    # killed whole: never the group of the test runner that started it.
-    if scope == "group" and os.getpgid(0) == os.getsid(0):
+    # killed whole, and only its leader is taken for Snakemake: never the test runner.
+    own_session = os.getpgid(0) == os.getsid(0) != os.getpid()
+    if scope == "group" and own_session:
         os.killpg(os.getpgid(0), signal.SIGKILL)
+    if scope in ("snakemake", "shell+snakemake") and own_session:
+        os.kill(os.getsid(0), signal.SIGKILL)
+    if scope == "snakemake":
+        return  # the job runs on without the Snakemake that started it
+    if scope in ("shell", "shell+snakemake"):
+        parent = os.getppid()
+        os.kill(parent, signal.SIGKILL)
+        time.sleep(SURVIVAL_S)  # the parent-death signal ends this process within this sleep
+        if os.environ.get(SURVIVED_ENV):
+            with open(os.environ[SURVIVED_ENV], "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "parent": parent}) + "\n")
+        return
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -1,8 +1,11 @@
-"""Two runs of the tiny study on the CPU, in two directories, give identical results.
+"""Two runs of the tiny study on the CPU, in two directories and with different --cores, give
+identical results.
 
 The second run is the one under the hostile directory name of test_security (sharing it
 keeps the suite within its time budget), so this also shows that where a study lives does not
-change what it computes.
+change what it computes. It runs on `--cores 1`, the reference on 2: Snakemake grants the
+training job min(its threads, --cores), and a deterministic CPU run's numbers depend on the
+thread count, so the trainer fixes it (`train.threads`, default 2) whatever it is granted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def two_runs() -> tuple[Path, Path]:
     return tiny_study.reference() / "results", tiny_study.hostile()[1]
+
+
+def test_the_two_runs_had_different_cores_and_the_same_training_threads(two_runs):
+    logs = [root / "logs/pretrain/simclr_seed0.log" for root in two_runs]
+    for log in logs:
+        assert "deterministic on the CPU, so on 2 torch threads" in log.read_text()
+    pretrain = [argv for argv in tiny_study.argv_of_hostile() if argv[0] == "pretrain"]
+    assert len(pretrain) == 1 and pretrain[0][pretrain[0].index("--threads") + 1] == "1"
 
 
 def relative_files(root: Path, pattern: str) -> list[Path]:

@@ -3,16 +3,21 @@ workflow: nothing is lost (the result equals an uninterrupted run's, bit for bit
 half-written is ever taken for complete.
 
 Each kill comes from inside the job at a named point (tests/killpoints.py): before or after
-a given file is renamed into place, or after a given optimiser step. "group" kills Snakemake
-and every job at once (a node dying), so Snakemake's incomplete-output marks are what stands
-between the partial files and the rerun; "job" kills only the job (the OOM killer), which
-Snakemake sees fail and cleans up after.
+a given file is renamed into place, or after a given optimiser step. What is killed:
+"group", Snakemake and every job at once (a node dying), so Snakemake's incomplete-output
+marks are what stands between the partial files and the rerun; "job", only the job (the OOM
+killer), which Snakemake sees fail and cleans up after; "shell", the shell of the job, whose
+stage must then die with it (its parent-death signal) instead of writing on as an orphan;
+"snakemake", Snakemake alone, its job running on to its end (a rerun's trainer waits for it);
+"shell+snakemake", both.
 """
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import signal
+import time
 
 import numpy as np
 import pandas as pd
@@ -20,7 +25,7 @@ import pytest
 import torch
 
 from ssltrace import io
-from tests import tiny_study
+from tests import killpoints, tiny_study
 from tests.tiny_study import FIG5, RUN, TABLES, hooked_env, reference, snakemake
 
 pytestmark = pytest.mark.slow
@@ -34,17 +39,17 @@ TRAINING_KILLS = [
     # 2. right after epoch 1's weights are stored, before the checkpoint link and the commit
     (
         dict(at="after-replace", match="*/.state/epochs/epoch_001.pt"),
-        "group",
+        "shell",
         "initialisation saved as epoch 0",
     ),
     # 3. while resume.pt (the commit point of epoch 1) is being written
     (dict(at="before-replace", match="*/.state/resume.pt"), "group", "after epoch 0"),
     # 4. while train_log.tsv is being written (epoch 1 is committed, the log is not)
-    (dict(at="before-replace", match=f"*/{TRAIN_LOG}"), "group", "after epoch 0"),
+    (dict(at="before-replace", match=f"*/{TRAIN_LOG}"), "shell+snakemake", "after epoch 0"),
     # 5. mid-epoch 2, after its second optimiser step (only the job dies)
     (dict(at="step", match=[2, 1]), "job", "after epoch 1"),
-    # 6. after the last epoch is completely written, before the job exits
-    (dict(at="after-replace", match=f"*/{TRAIN_LOG}"), "group", "after epoch 1"),
+    # 6. at epoch 2's first step Snakemake alone dies; the trainer finishes the run orphaned
+    (dict(at="step", match=[2, 0]), "snakemake", "after epoch 1"),
 ]
 
 
@@ -58,11 +63,35 @@ def copy_reference(tmp_path, *remove):
 
 
 def assert_killed(proc, scope, work):
-    if scope == "group":  # Snakemake itself died: no cleanup, no error report
+    if scope in ("group", "snakemake", "shell+snakemake"):  # no cleanup, no error report
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        if scope == "snakemake":
+            wait_for_orphans(work)
         unlock(work)
-    else:  # only the job died: Snakemake reports it and removes the job's outputs
+    else:  # only the job (or its shell) died: Snakemake reports it and removes its outputs
         assert proc.returncode == 1 and "Error in rule" in proc.stderr, proc.stderr[-3000:]
+    assert not survivors(work), "a stage outlived the shell of its job"
+
+
+def survivors(work):
+    path = work.parent / f"{work.name}_survived"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_for_orphans(work, timeout=300.0):
+    """Wait until no trainer of the run is left (it holds the run's lock while it trains):
+    the orphan of a killed Snakemake rewrites the run's outputs until it ends, while the rerun
+    below checks them."""
+    lock = work / RUN / ".train.lock"
+    deadline = time.monotonic() + timeout
+    with open(lock, "a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the orphaned trainer never ended"
+                time.sleep(0.2)
 
 
 def unlock(work):
@@ -93,13 +122,9 @@ def test_sigkill_at_six_points_of_training_then_rerun_is_bit_identical(tmp_path)
     work = copy_reference(tmp_path, "results/runs")
     log = work / "results/logs/pretrain/simclr_seed0.log"
     for kill, scope, found in TRAINING_KILLS:
-        proc = snakemake(
-            work,
-            TRAIN_LOG,
-            "--rerun-incomplete",
-            env=hooked_env(work, **kill, scope=scope),
-            check=False,
-        )
+        env = hooked_env(work, **kill, scope=scope)
+        env[killpoints.SURVIVED_ENV] = str(work.parent / f"{work.name}_survived")
+        proc = snakemake(work, TRAIN_LOG, "--rerun-incomplete", env=env, check=False)
         assert_killed(proc, scope, work)
         text = log.read_text()
         if found is None:

@@ -69,6 +69,7 @@ WRITERS = {
     "save_table": (lambda p: io.save_table(p, pd.DataFrame({"v": [1.5]})), "out.tsv"),
     "torch_save": (lambda p: io.torch_save(p, {"w": torch.ones(3)}), "out.pt"),
 }
+DIGESTED = {"write_json", "save_table"}
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))
@@ -78,7 +79,7 @@ def test_every_writer_renames_a_complete_temp_from_the_same_directory(
     write, name = WRITERS[writer]
     dest = tmp_path / "deep" / name
     write(dest)  # a first version: the rewrite below must replace it atomically
-    first = dest.read_bytes()
+    first = {p: p.read_bytes() for p in (dest, io.digest_path(dest)) if p.exists()}
     real_replace, seen = os.replace, []
 
     def spying_replace(src, dst, *args, **kwargs):
@@ -86,14 +87,16 @@ def test_every_writer_renames_a_complete_temp_from_the_same_directory(
         seen.append((src, dst))
         assert src.parent == dst.parent  # same file system: the rename is atomic
         assert src.name.startswith(f".{dst.name}.") and ".tmp" in src.name  # hidden temp
-        assert dst.read_bytes() == first  # the old version stays whole until the rename
+        assert dst.read_bytes() == first[dst]  # the old version stays whole until the rename
         real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", spying_replace)
     write(dest)
-    assert [dst for _, dst in seen] == [dest]
-    assert not seen[0][0].exists() and temps(dest.parent) == []
-    assert dest.read_bytes() == first  # same content: the writers are deterministic
+    # Text artifacts carry their digest, renamed into place first (see ssltrace.io).
+    digest = [io.digest_path(dest)] if writer in DIGESTED else []
+    assert [dst for _, dst in seen] == [*digest, dest]
+    assert not seen[-1][0].exists() and temps(dest.parent) == []
+    assert dest.read_bytes() == first[dest]  # same content: the writers are deterministic
 
 
 def test_link_or_copy_places_the_link_atomically(tmp_path, monkeypatch):
@@ -195,10 +198,12 @@ def test_every_workflow_artifact_was_renamed_into_place():
         assert src.parent == dst.parent and src.name.startswith(f".{dst.name}."), record
         renamed[dst] = src
     results = (work / "results").resolve()
-    files = [
+    files = [  # the training lock holds no result: it is opened in place, never renamed
         p
         for p in results.rglob("*")
-        if p.is_file() and "logs" not in p.parts and p.name != ".snakemake_timestamp"
+        if p.is_file()
+        and "logs" not in p.parts
+        and p.name not in (".snakemake_timestamp", ".train.lock")
     ]
     assert len(files) > 40
     assert [p for p in files if p not in renamed] == []
@@ -372,8 +377,11 @@ def test_a_truncated_dataset_file_is_named_by_the_next_stage(tmp_path, tiny_data
     code, stderr = cli(
         "split", "--dataset", bad, "--out", tmp_path / "s.json", "--settings", settings
     )
-    assert_one_error_line(code, stderr, f"cannot read {bad}: damaged or truncated")
+    assert_one_error_line(
+        code, stderr, f"cannot read {bad}: damaged or truncated", "removed it: running snakemake"
+    )
     assert not (tmp_path / "s.json").exists()
+    assert not bad.exists()  # so the workflow's next run writes it again, instead of failing
 
 
 def test_a_truncated_dataset_file_is_named_by_pretraining(tmp_path, tiny_dataset):
@@ -388,7 +396,8 @@ def test_a_truncated_dataset_file_is_named_by_pretraining(tmp_path, tiny_dataset
         "pretrain", "--dataset", bad, "--split", tmp_path / "split.json", "--out-dir",
         tmp_path / "run", "--settings", json.dumps(run),
     )  # fmt: skip
-    assert_one_error_line(code, stderr, f"cannot read {bad}")
+    assert_one_error_line(code, stderr, f"cannot read {bad}", "removed it")
+    assert not bad.exists()
 
 
 def test_a_truncated_checkpoint_is_named_by_extraction(tmp_path, tiny_dataset):
@@ -402,3 +411,167 @@ def test_a_truncated_checkpoint_is_named_by_extraction(tmp_path, tiny_dataset):
     )  # fmt: skip
     assert_one_error_line(code, stderr, f"cannot read {ckpts / 'epoch_000.pt'}", "truncated")
     assert not (tmp_path / "acts" / "novel" / "epoch_000.npz").exists()
+
+
+# ----------------------------------------------------------------------------- damaged state
+def trained_copy(tmp_path) -> Path:
+    """The reference's trained run, data and split, copied with their hard links (cp -a): in a
+    real run a published checkpoint and its stored epoch are one file."""
+    work = tmp_path / "study"
+    (work / "results").mkdir(parents=True)
+    for part in ("data", "splits", "runs"):
+        subprocess.run(
+            ["cp", "-a", str(tiny_study.reference() / "results" / part), str(work / "results")],
+            check=True,
+        )
+    return work
+
+
+def train_again(work: Path, **train) -> str:
+    """The reference run trained (or resumed) again in-process, as its job does; its log."""
+    from ssltrace import study
+    from ssltrace.training import train_run
+
+    cfg = study.checked(tiny_study.tiny_config(), deep=False)
+    run = study.run_settings(cfg, "simclr", 0)
+    run["train"].update(train)
+    lines: list[str] = []
+    results = work / "results"
+    train_run(
+        run, results / "data/synthetic.npz", results / "splits/split.json", work / tiny_study.RUN,
+        log=lines.append,
+    )  # fmt: skip
+    return "\n".join(lines)
+
+
+def assert_checkpoints_are_the_reference(work: Path) -> None:
+    ref = tiny_study.reference() / tiny_study.RUN
+    for name in ("epoch_000.pt", "epoch_001.pt", "epoch_002.pt"):
+        published = work / tiny_study.RUN / "checkpoints" / name
+        assert published.read_bytes() == (ref / "checkpoints" / name).read_bytes(), name
+        assert os.path.samefile(published, work / tiny_study.RUN / ".state/epochs" / name)
+
+
+def flip_byte(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(fh.seek(0, 2) // 2)
+        byte = fh.read(1)[0]
+        fh.seek(-1, 1)
+        fh.write(bytes([byte ^ 1]))
+
+
+@pytest.mark.slow
+def test_a_damaged_last_checkpoint_is_rewritten_from_the_resume_state(tmp_path):
+    work = trained_copy(tmp_path)
+    flip_byte(work / tiny_study.RUN / "checkpoints/epoch_002.pt")  # both names: one file
+    log = train_again(work)
+    stored = work / tiny_study.RUN / ".state/epochs/epoch_002.pt"
+    assert f"cannot read {stored}: damaged or truncated" in log and "rewrote it from" in log
+    assert "epochs 0..2 already trained; nothing to do" in log  # nothing retrained
+    assert_checkpoints_are_the_reference(work)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["earlier checkpoint cut", "stored epoch deleted", "resume"])
+def test_damaged_training_state_retrains_the_run_bit_identically(tmp_path, fault):
+    """Only the last epoch's optimiser state is kept: without it (or with an earlier epoch
+    lost) the run starts over, and a deterministic run ends as it was, byte for byte."""
+    work = trained_copy(tmp_path)
+    run = work / tiny_study.RUN
+    if fault == "earlier checkpoint cut":
+        truncated_copy(run / "checkpoints/epoch_001.pt", run / "checkpoints/epoch_001.pt")
+        expected = f"cannot read {run / '.state/epochs/epoch_001.pt'}: damaged or truncated"
+    elif fault == "stored epoch deleted":  # the issue's loop: a message naming the wrong path
+        (run / ".state/epochs/epoch_001.pt").unlink()
+        expected = f"{run / '.state/epochs/epoch_001.pt'} is missing"
+    else:
+        flip_byte(run / ".state/resume.pt")
+        expected = f"cannot read {run / '.state/resume.pt'}: damaged or truncated"
+    log = train_again(work)
+    assert f"discarding saved training state ({expected}" in log and "starting over" in log
+    assert "epoch 2/2: loss" in log
+    assert_checkpoints_are_the_reference(work)
+    assert "already trained" in train_again(work)  # healed: a rerun finds nothing to redo
+
+
+@pytest.mark.slow
+def test_a_deterministic_cpu_run_restarts_under_another_thread_count(tmp_path):
+    work = trained_copy(tmp_path)
+    log = train_again(work, threads=1)
+    assert "trained deterministically on the CPU with 2 torch threads, now 1" in log
+    assert "starting over" in log and "on 1 torch thread (train.threads)" in log
+    recorded = json.loads((work / tiny_study.RUN / ".state/fingerprint.json").read_text())
+    assert recorded["threads"] == 1
+
+
+# ----------------------------------------------------------------------------- healing reruns
+def study_copy(tmp_path) -> Path:
+    """The whole reference study (Snakemake's metadata too), hard links kept (cp -a)."""
+    work = tmp_path / "study"
+    subprocess.run(["cp", "-a", str(tiny_study.reference()), str(work)], check=True)
+    return work
+
+
+def error_lines(work: Path) -> list[str]:
+    logs = (work / "results" / "logs").rglob("*.log")
+    return [line for log in logs for line in log.read_text().splitlines() if ": error: " in line]
+
+
+def assert_same_as_reference(work: Path, *names: str) -> None:
+    for name in names:
+        assert (work / name).read_bytes() == (tiny_study.reference() / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_damaged_study_heals_by_rerunning_the_commands_that_read_it(tmp_path):
+    """The issue's cases in one study: a per-run table cut exactly at a line boundary (still
+    well-formed TSV), a checkpoint damaged in place (its stored epoch is the same file) and a
+    cached activation damaged through its published name. Each stage that reads a damaged file
+    fails naming it and removes it (with the job output holding it); running the same commands
+    again recomputes everything, identical to an undamaged study. (Every kind, one by one:
+    tests/test_io.py; the training state: the tests above.)"""
+    work = study_copy(tmp_path)
+    per_run = work / "results/metrics/geometry/simclr/seed0.tsv"
+    lines = per_run.read_bytes().splitlines(keepends=True)
+    per_run.write_bytes(b"".join(lines[:-2]))
+    flip_byte(work / tiny_study.RUN / "checkpoints/epoch_001.pt")
+    acts = work / "results/activations/simclr/seed0/novel"
+    truncated_copy(acts / "epoch_002.npz", acts / "epoch_002.npz")  # in place: the cache's too
+
+    # The cut table's new mtime makes a plain rerun stack it again: it is never consumed.
+    target = tiny_study.TABLES[4]  # tables/geometry.tsv
+    first = tiny_study.snakemake(work, target, check=False)
+    assert first.returncode == 1 and not (work / target).exists()
+    table = per_run.relative_to(work)
+    assert error_lines(work) == [
+        f"ssltrace collect: error: cannot read {table}: its content differs from the sha256 "
+        f"recorded in .{per_run.name}.sha256 when it was written (changed or damaged since); "
+        "removed it: running snakemake again recomputes it",
+    ]
+    # The damaged checkpoint is found by the extraction that reads it (here its job's command).
+    ckpts = "results/runs/simclr/seed0/checkpoints"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssltrace.cli", "extract", "--checkpoints-dir", ckpts,
+         "--probe", "novel=results/probes/novel.npz", "--epochs", "0", "1", "2",
+         "--out-dir", str(tmp_path / "acts")],
+        capture_output=True, text=True, cwd=work,
+    )  # fmt: skip
+    assert_one_error_line(
+        proc.returncode, proc.stderr,
+        f"ssltrace extract: error: cannot read {ckpts}/epoch_001.pt: damaged or truncated "
+        "(BadZipFile: Bad CRC-32 for file 'archive/data/96'); removed it and the folder "
+        f"{ckpts} holding it: running snakemake again recomputes them",
+    )  # fmt: skip
+    assert not (work / ckpts).exists()
+
+    tiny_study.snakemake(work, target, str(acts.relative_to(work)), "--forcerun", "extract")
+    log = (work / "results/logs/pretrain/simclr_seed0.log").read_text()
+    assert "epoch_001.pt: damaged or truncated" in log and "starting over" in log
+    extract_log = (work / "results/logs/extract/simclr_seed0.log").read_text()
+    assert "dropped a damaged cache entry" in extract_log
+    assert_checkpoints_are_the_reference(work)
+    assert_same_as_reference(work, str(table), target)
+    reference = tiny_study.reference() / acts.relative_to(work)
+    for epoch in range(3):
+        got, want = (io.load_npz(d / f"epoch_{epoch:03d}.npz") for d in (acts, reference))
+        assert all(np.array_equal(got[k], want[k]) for k in want), epoch

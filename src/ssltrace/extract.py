@@ -95,13 +95,17 @@ def extract_many(
         raise ValueError(f"unknown dtype {dtype!r}; expected 'float32' or 'float16'")
     for path in checkpoints:
         if not Path(path).exists():
-            raise FileNotFoundError(f"checkpoint {path} is missing; was the run trained?")
+            # The run's checkpoints/ folder is its training job's output: removing it makes
+            # the workflow run that job again, which relinks (or retrains) what is missing.
+            raise io.ArtifactReadError(
+                f"checkpoint {path} is missing", path, advice=False
+            ).remove_folder(Path(path).parent)
     data = {name: io.load_npz(path) for name, path in probes.items()}
     settings = {
         name: [store.file_digest(path), list(layers or []), pooling, dtype]
         for name, path in probes.items()
     }
-    cache = EpochCache(cache_dir, "activations")
+    cache = EpochCache(cache_dir, "activations", log=log)
     dev = resolve_device(device)
     for i, ckpt_path in enumerate(checkpoints):
         digest = store.file_digest(ckpt_path)
@@ -111,7 +115,12 @@ def extract_many(
             log(f"{Path(ckpt_path).name}: cached activations -> {outputs[name][i]}")
         if not todo:
             continue
-        net, ckpt = load_network(Path(ckpt_path), dev)
+        try:
+            net, ckpt = load_network(Path(ckpt_path), dev)
+        except io.ArtifactReadError as error:
+            if error.removed:  # damaged, not refused: have its training job restore it
+                raise error.remove_folder(Path(ckpt_path).parent) from error.__cause__
+            raise
         names = list(layers) if layers else list(net.layer_modules())
         for name in todo:
             start = time.perf_counter()

@@ -1,20 +1,36 @@
-"""Atomic artifact writing and safe checkpoint loading.
+"""Atomic artifact writing, and reading that verifies what it reads.
 
 Every artifact is written to a temporary file in its destination directory and renamed into
 place, so an interrupted job never leaves a half-written file that looks complete. Reading
-refuses pickled code (checkpoints: weights_only=True; .npz: allow_pickle=False) and reports a
-damaged file as one message naming it.
+refuses pickled code (checkpoints: weights_only=True; .npz: allow_pickle=False) and verifies
+content, since a file can still be damaged after it was written (a copy cut short, a flipped
+bit, an editor):
+
+- .npz and checkpoints are zip archives whose members carry a CRC-32: every member read is
+  read to its end, where zipfile compares the CRC (torch's own reader does not check it);
+- text artifacts (tables, JSON) have no checksum of their own: their sha256 is written beside
+  them (`.NAME.sha256`, `sha256sum` format) before they are renamed into place, and compared
+  on reading, which also catches a table cut exactly at a line boundary.
+
+A damaged file is removed (with its digest) by the reader that finds it, and the error says so
+in one line naming it: Snakemake then reruns the job that writes it, so a plain rerun heals
+the damage instead of failing on it again. Files are never removed for being refused (pickled
+code) or for a format they do not have (a hand-made table missing a column).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import io as _io
 import json
 import os
 import re
 import shutil
+import struct
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +46,62 @@ class ArtifactWriteError(OSError):
 
 
 class ArtifactReadError(ValueError):
-    """An artifact cannot be read (damaged, truncated, or carrying pickled code)."""
+    """An artifact cannot be read: damaged, truncated, missing from its folder, or refused.
+
+    `path` is the file; `removed` whether the reader removed it, and `folder` the directory
+    output holding it, removed with it where the workflow rewrites it (`remove_folder`), so
+    that the next run of the workflow recomputes them.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        path: str | os.PathLike | None = None,
+        *,
+        removed: bool = False,
+        advice: bool = True,
+    ):
+        super().__init__(problem)
+        self.problem = problem
+        self.path = Path(path) if path is not None else None
+        self.removed = removed
+        self.advice = advice
+        self.folder: Path | None = None
+        self.folder_removed = False
+
+    def __str__(self) -> str:
+        rerun = "running snakemake again recomputes"
+        if self.folder is not None and self.folder_removed:
+            what = "it and the folder" if self.removed else "the folder"
+            return f"{self.problem}; removed {what} {self.folder} holding it: {rerun} them"
+        if self.folder is not None:
+            done = "removed it; " if self.removed else ""
+            return (
+                f"{self.problem}; {done}delete the folder {self.folder} and rerun the step "
+                "that writes it"
+            )
+        if self.removed:
+            return f"{self.problem}; removed it: {rerun} it"
+        if self.advice:
+            return f"{self.problem}; delete it and rerun the step that writes it"
+        return self.problem
+
+    def remove_folder(self, folder: str | os.PathLike) -> ArtifactReadError:
+        """Also remove `folder`, the directory output holding the file, and return self.
+
+        Snakemake reruns a job whose declared folder is missing, never one whose folder lacks
+        a file. Only a folder that Snakemake made (it holds Snakemake's `.snakemake_timestamp`)
+        is removed: the workflow rewrites it (from stored checkpoints, from the cache, or
+        anew); anything else may be someone's only copy, and is named instead.
+        """
+        self.folder = Path(folder)
+        if (self.folder / SNAKEMAKE_TIMESTAMP).is_file():
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder_removed = not self.folder.exists()
+        return self
+
+
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"  # Snakemake's mark in each directory() output
 
 
 @contextlib.contextmanager
@@ -101,13 +172,67 @@ def _write_error(path: Path, exc: OSError) -> ArtifactWriteError:
     return ArtifactWriteError(exc.errno, f"cannot write {path}: {reason}")
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike, text: str, digest: bool = False) -> None:
+    """Write `text` atomically; with `digest`, its sha256 beside it (see `check_digest`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+        if digest:
+            _write_digest(Path(path), tmp)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", digest=True)
+
+
+def digest_path(path: str | os.PathLike) -> Path:
+    """Where the sha256 of text artifact `path` is kept: `.NAME.sha256` beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.sha256"
+
+
+def _write_digest(path: Path, tmp: Path) -> None:
+    # Renamed into place before the artifact is: a kill between the two renames leaves a
+    # digest that matches no file (the old one is rejected and recomputed), never a new file
+    # without its digest.
+    with open(tmp, "rb") as fh:
+        value = hashlib.file_digest(fh, "sha256").hexdigest()
+    write_text(digest_path(path), f"{value}  {path.name}\n")
+
+
+def check_digest(path: str | os.PathLike, data: bytes | None = None, remove: bool = True) -> None:
+    """Raise ArtifactReadError (removing `path` and its digest) if `path` (or its bytes `data`)
+    no longer has the sha256 recorded when it was written. A file without a recorded digest
+    (made by hand, or by an older version) passes: there is nothing to compare with."""
+    path = Path(path)
+    try:
+        recorded = digest_path(path).read_text().split()
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError):
+        recorded = []
+    if data is None:
+        with open(path, "rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+    else:
+        actual = hashlib.sha256(data).hexdigest()
+    if recorded[:1] != [actual]:
+        raise damaged(
+            path,
+            f"its content differs from the sha256 recorded in {digest_path(path).name} when it "
+            "was written (changed or damaged since)",
+            remove=remove,
+        )
+
+
+def read_json(path: str | os.PathLike, remove: bool = True) -> Any:
+    """A JSON artifact, verified against its digest (a flipped digit is still valid JSON)."""
+    path = Path(path)
+    data = path.read_bytes()
+    check_digest(path, data, remove=remove)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise damaged(path, exc, remove=remove and digest_path(path).exists()) from exc
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool = False) -> None:
@@ -138,43 +263,191 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool 
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip file can record
 
 
-def load_npz(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Load the arrays `keys` (default: all) of an .npz eagerly; pickles are refused, and a
-    damaged file or a missing array is one message naming the file."""
+def load_npz(
+    path: str | os.PathLike,
+    keys: Iterable[str] | None = None,
+    missing_ok: bool = False,
+    remove: bool = True,
+) -> dict[str, np.ndarray]:
+    """Load the arrays `keys` (default: all) of an .npz eagerly, each checked against its
+    CRC-32; pickles are refused. A damaged file is removed (unless `remove` is false) and
+    reported as one message naming it, as is a missing array (unless `missing_ok`: it is then
+    left out of the result)."""
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            wanted = data.files if keys is None else list(keys)
-            missing = [key for key in wanted if key not in data.files]
-            if missing:
+        with zipfile.ZipFile(path) as zf:
+            _check_layout(zf, path)
+            members = {name.removesuffix(".npy"): name for name in zf.namelist()}
+            wanted = list(members) if keys is None else list(keys)
+            missing = [key for key in wanted if key not in members]
+            if missing and not missing_ok:
                 raise ArtifactReadError(
-                    f"{path} lacks array {missing[0]!r}; arrays present: {', '.join(data.files)}"
+                    f"{path} lacks array {missing[0]!r}; arrays present: {', '.join(members)}",
+                    path,
+                    advice=False,
                 )
-            return {key: data[key] for key in wanted}
-    except (FileNotFoundError, IsADirectoryError, PermissionError, ArtifactReadError):
+            return {key: _read_member(zf, members[key]) for key in wanted if key in members}
+    except ArtifactReadError:
         raise
+    except (OSError, MemoryError) as exc:
+        if not _garbled(exc):
+            raise
+        raise damaged(path, exc, remove=remove) from exc
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise ArtifactReadError(
                 f"refusing to load {path}: it holds pickled Python objects (which could run "
-                "code), not plain arrays"
+                "code), not plain arrays",
+                path,
+                advice=False,
             ) from exc
-        raise _damaged(path, exc) from exc
-    except Exception as exc:  # BadZipFile, EOFError, zlib.error, ...: all mean a damaged file
-        raise _damaged(path, exc) from exc
+        raise damaged(path, exc, remove=remove) from exc
+    except Exception as exc:  # BadZipFile (also a CRC mismatch), EOFError, zlib.error, ...
+        raise damaged(path, exc, remove=remove) from exc
 
 
-def _damaged(path, exc: BaseException) -> ArtifactReadError:
-    first = (str(exc).splitlines() or [""])[0].split(". ")[0]  # torch's texts run on for lines
-    return ArtifactReadError(
-        f"cannot read {path}: damaged or truncated ({type(exc).__name__}: {first}); delete it "
-        "and rerun the step that writes it"
-    )
+def _check_layout(zf: zipfile.ZipFile, path: Path) -> None:
+    """The members tile the archive up to its directory, as every writer lays them out.
+
+    A member's CRC guards its bytes, not the directory that lists it: a flipped byte there can
+    hide a member (zipfile then lists one array less) without any CRC being wrong.
+    """
+    infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
+    ends = {0}
+    with open(path, "rb") as fh:
+        for info in infos:
+            if info.header_offset not in ends:
+                raise zipfile.BadZipFile(f"member {info.filename!r} is not where one ends")
+            fh.seek(info.header_offset + 26)
+            lengths = fh.read(4)
+            if len(lengths) < 4:
+                raise zipfile.BadZipFile(f"member {info.filename!r} is cut short")
+            name_len, extra_len = struct.unpack("<HH", lengths)
+            end = info.header_offset + 30 + name_len + extra_len + info.compress_size
+            # torch's writer follows each member with a data descriptor (flag bit 3): crc and
+            # sizes (4- or 8-byte), after an optional signature.
+            ends = {end + n for n in (0, 12, 16, 20, 24)} if info.flag_bits & 8 else {end}
+    if zf.start_dir not in ends:
+        raise zipfile.BadZipFile("the archive's directory does not follow its last member")
+
+
+def _read_member(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    with zf.open(name) as fh:
+        array = np.lib.format.read_array(fh, allow_pickle=False)
+        # zipfile compares a member's CRC-32 when its last byte is read. numpy reads only the
+        # bytes its header announces, and a damaged header can announce fewer: read to the end.
+        if fh.read(1):
+            while fh.read(_CHUNK):
+                pass
+            raise zipfile.BadZipFile(f"member {name!r} is longer than its array header says")
+    return array
+
+
+_CHUNK = 1 << 22
+
+
+def verify_zip(path: str | os.PathLike, remove: bool = True) -> None:
+    """Read every member of a zip archive (.npz, checkpoint) to its end, so that zipfile
+    checks each CRC-32; a damaged file is removed and reported naming it."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            _check_layout(zf, path)
+            for info in zf.infolist():
+                with zf.open(info) as fh:
+                    while fh.read(_CHUNK):
+                        pass
+    except (OSError, MemoryError) as exc:
+        if not _garbled(exc):
+            raise
+        raise damaged(path, exc, remove=remove) from exc
+    except Exception as exc:  # BadZipFile (also a CRC mismatch), EOFError, zlib.error, ...
+        raise damaged(path, exc, remove=remove) from exc
+
+
+def _garbled(exc: BaseException) -> bool:
+    """Whether an OSError while reading an archive comes from its bytes (a seek to an offset
+    that a damaged directory names) rather than from the file system (missing, unreadable,
+    an I/O error): only the first makes the file damaged."""
+    return isinstance(exc, OSError) and exc.errno == errno.EINVAL
+
+
+def damaged(
+    path: str | os.PathLike, reason: BaseException | str, remove: bool = True
+) -> ArtifactReadError:
+    """The error for damaged artifact `path`, which is removed first (with its digest) unless
+    `remove` is false, so that the job that writes it runs again instead of failing on it."""
+    path = Path(path)
+    if isinstance(reason, BaseException):
+        first = (str(reason).splitlines() or [""])[0].split(". ")[0]  # torch's run on for lines
+        reason = f"damaged or truncated ({type(reason).__name__}: {first})"
+    removed = False
+    if remove:
+        with contextlib.suppress(FileNotFoundError):
+            digest_path(path).unlink()
+        try:
+            path.unlink()
+            removed = True
+        except FileNotFoundError:
+            removed = True  # another reader of the same file was first
+        except OSError:
+            pass
+    return ArtifactReadError(f"cannot read {path}: {reason}", path, removed=removed)
 
 
 def save_table(path: str | os.PathLike, frame) -> None:
-    """Write a pandas DataFrame as a tab-separated table atomically."""
+    """Write a pandas DataFrame as a plain tab-separated table atomically, its sha256 beside."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, sep="\t", index=False)
+        _write_digest(Path(path), tmp)
+
+
+def read_table(
+    path: str | os.PathLike,
+    columns: Iterable[str],
+    integers: Iterable[str] = (),
+    keys: Iterable[str] = (),
+    remove: bool = True,
+):
+    """A tab-separated table, verified: its recorded digest (if any), a complete last line,
+    the `columns`, whole numbers in `integers` and a value in every `keys` column.
+
+    A file whose digest does not match is removed (see `damaged`); one without a digest that
+    fails a check is only refused: ssltrace did not write it, or not this version.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    data = path.read_bytes()
+    check_digest(path, data, remove=remove)
+    ours = remove and digest_path(path).exists()
+    if data and not data.endswith(b"\n"):
+        raise damaged(path, "truncated (its last line is incomplete)", remove=ours)
+    try:
+        # Only an empty field is missing: a run may be named "NA" or "null".
+        table = pd.read_csv(_io.BytesIO(data), sep="\t", keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise damaged(path, exc, remove=ours) from exc
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ArtifactReadError(
+            f"{path} lacks column {missing[0]!r} (columns: {', '.join(map(str, table.columns))})",
+            path,
+            advice=False,
+        )
+    for column in keys:
+        empty = table[column].isna()
+        if empty.any():
+            line = int(empty.to_numpy().argmax()) + 2  # 1-based, after the header
+            raise damaged(path, f"line {line} has no {column!r}", remove=ours)
+    for column in integers:
+        values = pd.to_numeric(table[column], errors="coerce")
+        whole = values.notna() & (values == values.round())
+        if not whole.all():
+            line = int((~whole).to_numpy().argmax()) + 2
+            raise damaged(path, f"line {line}: {column!r} is not a whole number", remove=ours)
+        table[column] = values.astype("int64")
+    return table
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
@@ -193,29 +466,38 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
             raise OSError(code, os.strerror(code) if not full else str(exc)) from exc
 
 
-def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint with weights_only=True: a file carrying pickled code is refused."""
+def torch_load(path: str | os.PathLike, map_location: Any = "cpu", remove: bool = True) -> Any:
+    """Load a checkpoint with weights_only=True: a file carrying pickled code is refused.
+
+    Every member's CRC-32 is checked first (`verify_zip`): torch's reader skips it, and a
+    flipped byte in a tensor would load without error as a changed weight.
+    """
     import pickle
 
     import torch
 
+    verify_zip(path, remove=remove)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
+    except (OSError, MemoryError) as exc:
+        if not _garbled(exc):
+            raise
+        raise damaged(path, exc, remove=remove) from exc
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise _damaged(path, exc) from exc  # e.g. "pickle data was truncated"
+            raise damaged(path, exc, remove=remove) from exc  # e.g. "pickle data was truncated"
         # torch's own text suggests weights_only=False, i.e. running the code: name it instead.
         found = re.search(r"GLOBAL (\S+)", str(exc))
         what = f" ({found.group(1)})" if found else ""
         raise ArtifactReadError(
             f"refusing to load {path}: not a plain-weights checkpoint, it references Python "
             f"code{what}; checkpoints hold only tensors, numbers, strings, lists and dicts "
-            "(loaded with weights_only=True)"
+            "(loaded with weights_only=True)",
+            path,
+            advice=False,
         ) from exc
     except Exception as exc:
-        raise _damaged(path, exc) from exc
+        raise damaged(path, exc, remove=remove) from exc
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:

@@ -14,9 +14,8 @@ import glob
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from ssltrace import layout, study
+from ssltrace import io, layout, study, tables
 
 
 def jobs_per_rule(cfg: dict) -> dict[str, int]:
@@ -66,11 +65,20 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
     return ckpt_bytes, sum(dims.values())
 
 
-def measured_throughput(results_dir: Path) -> dict[str, float]:
-    """Median training images/s per method from the study's own logs (empty if none)."""
+def measured_throughput(results_dir: Path, skipped: list[str] | None = None) -> dict[str, float]:
+    """Median training images/s per method from the study's own logs (empty if none).
+
+    A damaged log is left out (its message appended to `skipped`) and left in place: planning
+    changes no file; the workflow's reader removes it when a job reads it.
+    """
     rates: dict[str, list[float]] = {}
     for path in glob.glob(str(results_dir / layout.fill(layout.TRAIN_LOG, method="*", seed="*"))):
-        log = pd.read_csv(path, sep="\t")
+        try:
+            log = tables.read_train_log(path, ["images_per_s"], remove=False)
+        except (io.ArtifactReadError, OSError) as error:
+            if skipped is not None:
+                skipped.append(str(error))
+            continue
         if len(log):
             rates.setdefault(Path(path).parents[1].name, []).extend(log["images_per_s"])
     return {method: float(np.median(v)) for method, v in rates.items()}
@@ -81,7 +89,8 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
     jobs = jobs_per_rule(cfg)
     lines += [f"  {rule:18s} {n:6d}" for rule, n in jobs.items()]
     lines.append(f"  {'total':18s} {sum(jobs.values()):6d}")
-    measured = measured_throughput(Path(cfg["results_dir"]))
+    skipped: list[str] = []
+    measured = measured_throughput(Path(cfg["results_dir"]), skipped)
     sizes = study.probe_sizes(cfg)
     act_dtype = 2 if cfg["extract"]["dtype"] == "float16" else 4
     n_train = study.training_images(cfg)
@@ -112,6 +121,7 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
             else " (no throughput known: run one epoch first or pass --images-per-s)"
         )
     )
+    lines += [f"  (training log left out: {message})" for message in skipped]
     lines.append(
         f"Disk: checkpoints {ckpt_total / 1e9:.1f} GB; activations if all kept "
         f"{act_total / 1e9:.1f} GB ({', '.join(f'{k} {v}' for k, v in sizes.items())}"

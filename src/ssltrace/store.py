@@ -5,6 +5,10 @@ Snakemake deletes their declared outputs first. Each epoch's activations and eac
 analysis results are therefore also kept here under a key that hashes everything they depend
 on (checkpoint bytes, probe set bytes, settings, ssltrace version); a rerun links or loads
 what it already has and computes only new or changed epochs.
+
+Entries are verified when they are handed out (every member's CRC-32, `ssltrace.io`): a
+damaged one is dropped and recomputed, never linked into a result. An entry shares its inode
+with the file it was linked to, so damage to either is damage to both.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,17 @@ def make_key(*parts: Any) -> str:
 
 
 class EpochCache:
-    """Files named by key under `root/<stage>/`; `root=None` disables caching."""
+    """Files named by key under `root/<stage>/`; `root=None` disables caching. `log` hears
+    of every damaged entry dropped."""
 
-    def __init__(self, root: str | os.PathLike | None, stage: str):
+    def __init__(
+        self,
+        root: str | os.PathLike | None,
+        stage: str,
+        log: Callable[[str], None] | None = None,
+    ):
         self.dir = Path(root) / stage if root is not None else None
+        self.log = log or (lambda _message: None)
 
     @property
     def enabled(self) -> bool:
@@ -53,9 +65,15 @@ class EpochCache:
         return path if path.exists() else None
 
     def place(self, key: str, dest: Path) -> bool:
-        """Link the cached file for `key` to `dest`; False when there is none."""
+        """Link the cached file for `key` to `dest`, verified first; False when there is none
+        (or it was damaged, and is now dropped)."""
         cached = self.lookup(key)
         if cached is None:
+            return False
+        try:
+            io.verify_zip(cached)
+        except io.ArtifactReadError as error:
+            self._dropped(error)
             return False
         io.link_or_copy(cached, dest)
         return True
@@ -69,10 +87,20 @@ class EpochCache:
         cached = self.lookup(key)
         if cached is None:
             return None
-        arrays = io.load_npz(cached)
-        rows = json.loads(str(arrays.pop("__rows__")))
+        try:
+            arrays = io.load_npz(cached)
+            rows = json.loads(str(arrays.pop("__rows__")))
+        except io.ArtifactReadError as error:
+            self._dropped(error)
+            return None
+        except (KeyError, ValueError):  # an entry of another layout: recompute, overwrite
+            return None
         return rows, arrays
 
     def save_result(self, key: str, rows: list[dict], arrays: dict[str, np.ndarray]) -> None:
         if self.enabled:
             io.save_npz(self.path(key), {**arrays, "__rows__": np.array(json.dumps(rows))})
+
+    def _dropped(self, error: io.ArtifactReadError) -> None:
+        error.path.unlink(missing_ok=True)  # io removes damaged files; refused ones too here
+        self.log(f"dropped a damaged cache entry ({error.problem}); recomputing it")

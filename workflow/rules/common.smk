@@ -78,7 +78,7 @@ def probe_args(wildcards, input):
 
 
 def run_settings(w):
-    """What the run trains (a rule param: a change retrains); see run_runtime."""
+    """What the run trains (a param of the rule, so a change retrains); see run_runtime."""
     run = study.run_settings(CFG, w.method, int(w.seed))
     run["train"] = study.split_runtime(run["train"], "train")[0]
     return as_json(run)

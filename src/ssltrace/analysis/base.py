@@ -175,17 +175,17 @@ def per_epoch(
     analysis: PerEpochAnalysis, role: str, files: Sequence[Path], job: Job
 ) -> Iterator[EpochResult]:
     """Each activations file's result, computing only what the cache lacks."""
-    cache = EpochCache(job.cache_dir, analysis.name)
+    cache = EpochCache(job.cache_dir, analysis.name, log=job.log)
     setting = analysis.cache_settings()
     for path in files:
-        key = make_key(analysis.name, role, activation_key(path), setting)
+        key = make_key(analysis.name, role, activation_key(path, job.inputs[role]), setting)
         hit = cache.load_result(key)
         if hit is not None:
             rows, arrays = hit
             rows = [tuple(r) for r in rows]
             job.log(f"{analysis.name} {role} epoch {int(arrays['epoch'])}: cached")
         else:
-            acts = io.load_npz(path)
+            acts = read_activations(path, job.inputs[role])
             rows, arrays = analysis.epoch(role, acts)
             arrays["epoch"] = np.int64(acts["epoch"])
             cache.save_result(key, [list(r) for r in rows], arrays)
@@ -193,12 +193,24 @@ def per_epoch(
         yield EpochResult(role, int(arrays["epoch"]), rows, arrays)
 
 
-def activation_key(path: Path) -> str:
+def activation_key(path: Path, folder: Path | None = None) -> str:
     """The content key an extraction stored in its file (or the file's digest if absent)."""
-    with np.load(path, allow_pickle=False) as data:
-        if "cache_key" in data.files:
-            return str(data["cache_key"])
-    return file_digest(path)
+    found = read_activations(path, folder, keys=["cache_key"], missing_ok=True)
+    return str(found["cache_key"]) if "cache_key" in found else file_digest(path)
+
+
+def read_activations(path: Path, folder: Path | None = None, **options) -> dict[str, np.ndarray]:
+    """An epoch's activations (`io.load_npz`, verified). A missing or damaged file also
+    removes `folder`, the extraction's output holding it, so that the workflow's next run
+    extracts it again (from the cache where the entry is sound) instead of failing again."""
+    try:
+        if not path.is_file():
+            raise io.ArtifactReadError(f"activations {path} are missing", path, advice=False)
+        return io.load_npz(path, **options)
+    except io.ArtifactReadError as error:
+        if folder is not None and (error.removed or not path.exists()):
+            raise error.remove_folder(folder) from error.__cause__
+        raise
 
 
 def stack(results: Sequence[EpochResult], name: str) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssltrace import io
+from ssltrace import io, tables
 from ssltrace.augment import AugmentConfig, Augmenter
 from ssltrace.config import defaults, runtime_keys
 from ssltrace.device import resolve_device as shared_resolve_device
@@ -40,15 +40,7 @@ from ssltrace.training.optim import build_optimizer
 from ssltrace.training.schedule import build_schedule
 from ssltrace.training.state import CHECKPOINT_FORMAT, StateStore
 
-LOG_COLUMNS = (
-    "epoch",
-    "loss",
-    "invariance",
-    "regularisation",
-    "lr",
-    "seconds",
-    "images_per_s",
-)
+LOG_COLUMNS = tables.TRAIN_LOG_COLUMNS
 PARTS = ("loss", "invariance", "regularisation")
 # Where and how fast a run is computed (the schema's x-runtime-only keys of `train`).
 RUNTIME_ONLY = runtime_keys("train")
@@ -58,6 +50,11 @@ StepHook = Callable[[int, int], None]
 # Steps between reads of the running loss (each read waits for the GPU): a diverging run
 # stops within this many steps instead of at the end of its epoch.
 CHECK_EVERY = 20
+# Torch threads of a deterministic CPU run when train.threads is unset. Its numbers depend on
+# the thread count (reductions are split per thread: 1 vs 2 threads differ in the 12th digit
+# of a convolution's gradient, and after two epochs of SGD in the 2nd digit of the loss), so
+# the count cannot be what a job happens to be granted (min(rule threads, --cores)).
+DETERMINISTIC_CPU_THREADS = 2
 
 
 def train_run(
@@ -77,6 +74,8 @@ def train_run(
     `_on_step(epoch, step)` is called after every optimiser step (tests use it to interrupt).
     """
     check_complete(run)
+    if Path(split_path).is_file():  # a flipped digit is still valid JSON: another split
+        io.check_digest(split_path)
     data = load_training_set(dataset_path, split_path)
     train = run["train"]
     device = resolve_device(train["device"])
@@ -87,7 +86,14 @@ def train_run(
         )
     with runtime_settings(train, device):
         trainer = Trainer(run, data, device, Path(out_dir), log)
-        trainer.fit(_on_step)
+        if trainer.threads:
+            log(
+                f"{trainer.name}: deterministic on the CPU, so on {trainer.threads} torch "
+                f"thread{'s' if trainer.threads > 1 else ''} (train.threads) whatever the job "
+                "was granted: its numbers depend on the count"
+            )
+        with trainer.store.locked(log):
+            trainer.fit(_on_step)
 
 
 def check_complete(run: Mapping[str, Any]) -> None:
@@ -126,8 +132,9 @@ def runtime_settings(train: Mapping[str, Any], device: torch.device) -> Iterator
         torch.get_float32_matmul_precision(),
     )
     try:
-        if train["threads"]:
-            torch.set_num_threads(train["threads"])
+        threads = cpu_threads(train, device) or train["threads"]
+        if threads:
+            torch.set_num_threads(threads)
         if train["deterministic"]:
             # cuBLAS needs a fixed workspace to be deterministic; read at its first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -142,6 +149,14 @@ def runtime_settings(train: Mapping[str, Any], device: torch.device) -> Iterator
         torch.use_deterministic_algorithms(saved[1])
         torch.backends.cudnn.benchmark = saved[2]
         torch.set_float32_matmul_precision(saved[3])
+
+
+def cpu_threads(train: Mapping[str, Any], device: torch.device) -> int | None:
+    """The torch threads of a deterministic CPU run, fixed whatever a job is granted (None
+    for other runs, whose numbers are not reproducible anyway: they use what they get)."""
+    if device.type != "cpu" or not train["deterministic"]:
+        return None
+    return train["threads"] or DETERMINISTIC_CPU_THREADS
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -188,6 +203,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         self.store = StateStore(out_dir)
         self.description = self._description(data)
+        # Recorded beside the fingerprint, not in it: a run may still move to a GPU and resume.
+        self.threads = cpu_threads(train, device) if self.method.trains else None
         self.data = data
         self.rows: list[dict[str, float]] = []
 
@@ -235,18 +252,24 @@ class Trainer:
         self._train_epochs(last + 1, target, on_step)
 
     def _restore(self) -> int:
-        """Load the saved state if it matches; return the last finished epoch (-1: none)."""
-        reason = self.store.mismatch(self.description)
-        state = self.store.load_resume() if reason is None else None
-        if state is None and reason is None and self.store.resume_path.exists():
-            reason = "the weights of its last finished epoch are missing"
+        """Load the saved state if it matches and every stored epoch is sound; return the last
+        finished epoch (-1: none, the state was reset)."""
+        reason = self.store.mismatch(self.description, self.threads)
+        state = None
+        if reason is None:
+            state, reason = self.store.load_resume()
+        if state is not None:
+            reason = self._check_epochs(state)
+            if reason is not None:
+                state = None
         if state is None:
             if reason is not None:
                 self.log(f"{self.name}: discarding saved training state ({reason}); starting over")
-            self.store.reset(self.description)
+            self.store.reset(self.description, self.threads)
             return -1
         epoch = state["epoch"]
-        self.method.load_state_dict(self.store.load_epoch(epoch)["state_dict"])
+        checkpoint = state.get("checkpoint") or self.store.load_epoch(epoch)
+        self.method.load_state_dict(checkpoint["state_dict"])
         self.method.load_training_state(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -254,9 +277,26 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.rows = list(state["rows"])
+        self.store.record(self.description, self.threads)  # rewritten: it may have been damaged
         self.store.expose(min(epoch, self.epochs if self.method.trains else 0))
         self.log(f"{self.name}: resuming after epoch {epoch} from {self.store.root}")
         return epoch
+
+    def _check_epochs(self, state: Mapping[str, Any]) -> str | None:
+        """Why the stored epochs cannot be resumed from (None: they can). A damaged or missing
+        last epoch is rewritten from the copy committed in resume.pt; an earlier one could
+        only be recomputed from that epoch's optimiser state, which is not kept."""
+        last = state["epoch"]
+        bad = self.store.damaged_epochs(last)
+        if list(bad) == [last] and "checkpoint" in state:
+            self.store.save_epoch(last, state["checkpoint"])
+            self.log(f"{self.name}: {bad[last]}; rewrote it from {self.store.resume_path}")
+            return None
+        if not bad:
+            return None
+        first = min(bad)
+        more = f" (and {len(bad) - 1} more stored epochs)" if len(bad) > 1 else ""
+        return f"{bad[first]}{more}"
 
     def _train_epochs(self, first: int, last: int, on_step: StepHook | None) -> None:
         images = torch.from_numpy(self.data.images).to(self.device)  # speed: data on device
@@ -354,8 +394,10 @@ class Trainer:
             )
 
     def _commit(self, epoch: int) -> None:
-        """Save epoch `epoch`: weights + checkpoint link, then the resume state, then the log."""
-        self.store.save_epoch(epoch, self._checkpoint(epoch))
+        """Save epoch `epoch`: weights + checkpoint link, then the resume state (with a copy of
+        the checkpoint, from which a damaged last epoch is rewritten), then the log."""
+        checkpoint = self._checkpoint(epoch)
+        self.store.save_epoch(epoch, checkpoint)
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -370,6 +412,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
                 "rows": self.rows,
+                "checkpoint": checkpoint,
             }
         )
         self._write_log(epoch)
