@@ -13,22 +13,27 @@ from ssltrace.models import build_backbone
 from ssltrace.network import build_network
 
 ALL = [
+    "autoencoder",
     "barlow_twins",
     "byol",
     "cmc",
+    "colorization",
+    "cpc",
     "deepcluster",
     "instance_recognition",
     "local_aggregation",
     "moco_v2",
+    "relative_position",
     "simclr",
     "simsiam",
     "supervised",
     "untrained",
     "vicreg",
 ]
-# Methods whose loss needs an epoch's preparation first (DeepCluster's pseudo-labels): their
-# own test files (tests/test_method_*.py) check their losses after `before_epoch`.
-PREPARED = {"deepcluster", "untrained"}
+# Methods whose loss needs an epoch's preparation first (DeepCluster's pseudo-labels, the
+# colour prior) or whose head reads the unpooled map (the auto-encoder's code): their own test
+# files (tests/test_method_*.py) check their losses and heads.
+PREPARED = {"autoencoder", "colorization", "deepcluster", "untrained"}
 SMALL = {  # shrink the wide default projectors so the tests stay fast
     "byol": {"proj_hidden_dim": 64, "pred_hidden_dim": 64},
     "moco_v2": {"queue_size": 32},
