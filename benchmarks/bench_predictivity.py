@@ -1,0 +1,187 @@
+"""All layers of one checkpoint against a neural dataset: ssltrace's ridge readout vs a
+per-layer scikit-learn PLS pipeline à la Brain-Score (issue 17).
+
+Features have the layer sizes of ResNet-18 (width 1) at 32 px (stem and layer1 64x32x32,
+layer2 128x16x16, layer3 256x8x8, layer4 512x4x4, pool 512), flattened, for 3,000 images;
+256 neuroids respond to a shared latent (so every layer predicts them in part) plus noise, 64
+object groups stratify the folds. Features are generated layer by layer (not timed) and each
+pipeline runs in its own process, whose peak resident memory is reported.
+
+- ssltrace: `layer_predictivity(..., "ridge_pca")` per layer: exact PCA (<= 1000 components)
+  through the image Gram matrix, ridge with a per-neuroid alpha chosen by inner CV, 5
+  stratified outer folds; plus the split-half ceiling once.
+- baseline (Brain-Score's MajajHong2015 "pls" benchmark, per layer): scikit-learn
+  `PCA(1000)` fitted on the stimuli, then 10 stratified 90/10 splits of
+  `PLSRegression(25, scale=False)`, Pearson r per neuroid.
+
+    python benchmarks/bench_predictivity.py                     # full size (long on 2 cores)
+    python benchmarks/bench_predictivity.py --quick             # 600 images, small layers
+    python benchmarks/bench_predictivity.py --inner 3 --backend torch   # himalaya K-fold
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+LAYERS = {
+    "stem": (64, 32, 32),
+    "layer1": (64, 32, 32),
+    "layer2": (128, 16, 16),
+    "layer3": (256, 8, 8),
+    "layer4": (512, 4, 4),
+    "pool": (512, 1, 1),
+}
+QUICK_LAYERS = {"layer3": (64, 8, 8), "layer4": (128, 4, 4), "pool": (256, 1, 1)}
+
+
+def limit_threads(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def make_data(images: int, neuroids: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((images, 32)).astype(np.float32)
+    signal = latent @ rng.standard_normal((32, neuroids)).astype(np.float32)
+    responses = signal + 2.0 * rng.standard_normal((10, images, neuroids)).astype(np.float32)
+    groups = np.arange(images) % min(64, images // 20)  # 64 objects (fewer when quick)
+    region = np.where(np.arange(neuroids) < neuroids // 3, "V4", "IT")
+    return latent, responses, groups, region
+
+
+def layer_features(latent, shape, index: int):
+    """relu(latent @ mixing + noise), built in place (peak memory: the features themselves)."""
+    import numpy as np
+
+    rng = np.random.default_rng(100 + index)
+    d = int(np.prod(shape))
+    mixing = rng.standard_normal((latent.shape[1], d), dtype=np.float32) / np.sqrt(32)
+    x = latent @ mixing
+    for start in range(0, len(x), 250):
+        x[start : start + 250] += rng.standard_normal((len(x[start : start + 250]), d), np.float32)
+    return np.maximum(x, 0.0, out=x)
+
+
+def run_ssltrace(args, layers) -> dict:
+    import numpy as np
+
+    from ssltrace.analysis.predictivity import (
+        PredictivitySettings,
+        layer_predictivity,
+        split_half_reliability,
+    )
+
+    inner = args.inner if args.inner == "loo" else int(args.inner)
+    settings = PredictivitySettings(inner_folds=inner, backend=args.backend)
+    latent, responses, groups, region = make_data(args.images, args.neuroids)
+    start = time.perf_counter()
+    ceiling = split_half_reliability(responses, n_splits=100)
+    seconds = time.perf_counter() - start
+    medians = {}
+    for i, (name, shape) in enumerate(layers.items()):
+        x = layer_features(latent, shape, i)
+        start = time.perf_counter()
+        scores = layer_predictivity(
+            x, responses.mean(0), groups, region, "ridge_pca", ceiling, settings=settings
+        )
+        seconds += time.perf_counter() - start
+        medians[name] = float(np.nanmedian(scores.raw))
+        print(f"  ssltrace {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
+    return {"seconds": seconds, "medians": medians}
+
+
+def run_baseline(args, layers) -> dict:
+    import numpy as np
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    from ssltrace.analysis.predictivity import pearson_columns
+
+    latent, responses, groups, region = make_data(args.images, args.neuroids)
+    y = responses.mean(0)
+    seconds, medians = 0.0, {}
+    for i, (name, shape) in enumerate(layers.items()):
+        x = layer_features(latent, shape, i)
+        start = time.perf_counter()
+        z = PCA(n_components=min(1000, *x.shape), random_state=0).fit_transform(x)
+        splits = StratifiedShuffleSplit(
+            n_splits=args.baseline_splits, train_size=0.9, random_state=0
+        )
+        scores = []
+        for train, test in splits.split(z, groups):
+            model = PLSRegression(n_components=25, scale=False).fit(z[train], y[train])
+            scores.append(pearson_columns(model.predict(z[test]), y[test]))
+        seconds += time.perf_counter() - start
+        medians[name] = float(np.nanmedian(np.mean(scores, axis=0)))
+        print(f"  baseline {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
+    return {"seconds": seconds, "medians": medians}
+
+
+def child(args) -> None:
+    limit_threads(args.threads)
+    layers = QUICK_LAYERS if args.quick else LAYERS
+    result = (run_ssltrace if args.child == "ssltrace" else run_baseline)(args, layers)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def launch(which: str, argv: list[str], threads: int) -> dict:
+    env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    command = [sys.executable, __file__, *argv, "--child", which]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    result = None
+    for line in proc.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+        else:
+            print(line, end="", flush=True)
+    if proc.wait() != 0 or result is None:
+        raise SystemExit(f"{which} run failed (exit {proc.returncode})")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--neuroids", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inner", default="loo", help='ridge inner CV: "loo" or K folds')
+    parser.add_argument("--backend", default="numpy", help="himalaya backend (K-fold inner CV)")
+    parser.add_argument("--baseline-splits", type=int, default=10)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", choices=("ssltrace", "baseline"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick and args.images == 3000:
+        args.images = 600
+    if args.child:
+        return child(args)
+    argv = [a for a in sys.argv[1:]]
+    layers = QUICK_LAYERS if args.quick else LAYERS
+    print(
+        f"{args.images} images x {args.neuroids} neuroids, layers {list(layers)}, "
+        f"{args.threads} threads; ridge inner CV {args.inner} ({args.backend})",
+        flush=True,
+    )
+    ours = launch("ssltrace", argv, args.threads)
+    base = launch("baseline", argv, args.threads)
+    ratio = base["seconds"] / ours["seconds"]
+    for name, r in (("ssltrace ridge_pca, all layers", ours), ("sklearn PCA+PLS per layer", base)):
+        print(f"{name:31s}: {r['seconds']:8.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"{'speed-up (same run)':31s}: {ratio:8.1f}x (target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
