@@ -120,8 +120,10 @@ def test_study_tables_are_those_pinned_before_the_refactor(ci_study):
     pinned = json.loads(PINNED_TABLES.read_text())
     names = sorted(pinned["rows"])
     found = {name: table_digests(work / "results" / "tables" / f"{name}.tsv") for name in names}
+    # The message carries what was found: a deliberate change of results copies it in.
+    now = json.dumps({n: dict(zip(("rows", "values"), found[n], strict=True)) for n in names})
     changed = [name for name in names if found[name][0] != pinned["rows"][name]]
-    assert not changed, f"tables {changed} have other rows than pinned in {PINNED_TABLES}"
+    assert not changed, f"tables {changed} have other rows than pinned in {PINNED_TABLES}: {now}"
     values = pinned["values"].get(cpu_kind())
     if values is None:
         warnings.warn(
@@ -133,5 +135,5 @@ def test_study_tables_are_those_pinned_before_the_refactor(ci_study):
     changed = [name for name in names if found[name][1] != values[name]]
     assert not changed, (
         f"tables {changed} differ from the pinned ci-preset values ({PINNED_TABLES}, CPU "
-        f"{cpu_kind()}); a change of results must update the digests on purpose"
+        f"{cpu_kind()}); a change of results must update the digests on purpose: {now}"
     )
