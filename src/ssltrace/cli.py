@@ -108,6 +108,52 @@ def cmd_probe(args) -> None:
     _log(f"wrote {args.out}")
 
 
+def cmd_simulate_neural(args) -> None:
+    from ssltrace.data.neural import simulate_neural, write_neural
+
+    s = _settings(args.settings)
+    s["reliability"] = tuple(s.get("reliability", (0.5, 0.9)))
+    data = simulate_neural(**s)
+    write_neural(args.out, data)
+    _log(f"wrote {args.out}: SIMULATED, {data.responses.shape} (repetition, image, neuroid)")
+
+
+def cmd_neural_probe(args) -> None:
+    from ssltrace import io
+    from ssltrace.data.neural import neural_probe
+
+    s = _settings(args.settings)
+    probe = neural_probe(
+        _named_paths(args.neural, "neural-probe --neural"),
+        _named_paths(args.behaviour, "neural-probe --behaviour"),
+        image_size=s.get("image_size", 32),
+        require_ceiling=s.get("require_ceiling", False),
+    )
+    io.save_npz(args.out, probe)
+    _log(f"wrote {args.out}: {len(probe['labels'])} images of {list(probe['class_names'])}")
+
+
+def cmd_import_neural(args) -> None:
+    from ssltrace.data.neural import import_brainio
+
+    data = import_brainio(
+        args.assembly,
+        args.stimuli,
+        args.images,
+        out=args.out,
+        time_bins=None if args.all_time_bins else tuple(args.time_bins),
+        split_column=args.split_column,
+        report_values=args.report_values,
+        image_size=args.image_size,
+        region=args.region,
+    )
+    regions = {r: int((data.region == r).sum()) for r in data.regions}
+    _log(
+        f"wrote {args.out}: {data.responses.shape[1]} presentations x {data.n_repetitions} "
+        f"repetitions, neuroids per region {regions}"
+    )
+
+
 def cmd_pretrain(args) -> None:
     from ssltrace.training import train_run
 
@@ -134,6 +180,7 @@ def cmd_extract(args) -> None:
         cache_dir=_optional_path(args.cache_dir),
         keep_epochs=s.get("keep", "all"),
         log=_log,
+        probe_pooling=s.get("probe_pooling"),
     )
 
 
@@ -240,9 +287,50 @@ def _add_data_commands(sub) -> None:
     p = _stage(sub, "split", cmd_split, "seeded known/novel split", "{n_known, n_novel, seed}")
     _paths(p, "--dataset", "--out")
     p = _stage(sub, "probe", cmd_probe, "select the images of a probe set", "probe options")
-    p.add_argument("--kind", required=True, choices=layout.PROBES)
+    p.add_argument("--kind", required=True, choices=[k for k in layout.PROBES if k != "neural"])
     _paths(p, "--dataset", "--out")
     p.add_argument("--split", metavar="PATH", help="the split (probe kinds of the dataset)")
+
+
+def _add_neural_commands(sub) -> None:
+    p = _stage(
+        sub, "simulate-neural", cmd_simulate_neural, "write the simulated neural set", "options"
+    )
+    _paths(p, "--out")
+    p = _stage(
+        sub,
+        "neural-probe",
+        cmd_neural_probe,
+        "the neural probe set: images of the neural and behaviour datasets",
+        "{image_size, require_ceiling}",
+    )
+    p.add_argument("--neural", action="append", default=[], help="NAME=FILE, repeatable")
+    p.add_argument("--behaviour", action="append", default=[], help="NAME=FILE, repeatable")
+    _paths(p, "--out")
+    p = sub.add_parser(
+        "import-neural",
+        help="convert a Brain-Score/brainio assembly into a neural-data file",
+        description="Convert a Brain-Score/brainio assembly (NetCDF, presentation x neuroid "
+        "[x time_bin], with repetitions), its stimulus-set CSV and image zip into the "
+        "neural-data file that `neural.datasets` names (README, 'Neural data').",
+    )
+    p.set_defaults(func=cmd_import_neural)
+    _paths(p, "--assembly", "--stimuli", "--images", "--out")
+    p.add_argument(
+        "--time-bins",
+        nargs=2,
+        type=float,
+        default=[70.0, 170.0],
+        metavar=("START", "END"),
+        help="average the time bins inside START-END ms (default 70 170, as MajajHong2015)",
+    )
+    p.add_argument("--all-time-bins", action="store_true", help="average every time bin")
+    p.add_argument("--split-column", help="stimulus column choosing the fit/report split")
+    p.add_argument(
+        "--report-values", nargs="+", default=[], help="values of --split-column reported"
+    )
+    p.add_argument("--image-size", type=int, help="resize images to this square size")
+    p.add_argument("--region", help="region of every neuroid if the assembly has none")
 
 
 def _add_run_commands(sub) -> None:
@@ -284,7 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
         "figures); run `snakemake --cores all` to run a whole study.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_study_commands, _add_data_commands, _add_run_commands, _add_output_commands):
+    for add in (
+        _add_study_commands,
+        _add_data_commands,
+        _add_neural_commands,
+        _add_run_commands,
+        _add_output_commands,
+    ):
         add(sub)
     return parser
 

@@ -41,18 +41,24 @@ def activations(
     pooling: str,
     batch_size: int,
     augment: dict | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Pooled activations [n, d] per layer; images are normalised as in training, unaugmented."""
+    """Pooled activations [n, d] per layer; images are normalised as in training, unaugmented.
+    `shapes`, when given, receives each layer's unpooled shape per image ((C, H, W) or (d,))."""
     from ssltrace.augment import Augmenter
 
     modules = net.layer_modules()
     device = next(net.parameters()).device
     to_input = Augmenter(augment, device, colour_space=net.colour_space).plain
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    found = {} if shapes is None else shapes
+
+    def hook(name, out):
+        found[name] = tuple(out.shape[1:])
+        store[name].append(pool(out, pooling).float().cpu())
+
     hooks = [
-        modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: store[name].append(pool(out, pooling).float().cpu())
-        )
+        modules[name].register_forward_hook(lambda _m, _i, out, name=name: hook(name, out))
         for name in layers
     ]
     try:
@@ -78,19 +84,24 @@ def extract_many(
     cache_dir: Path | None = None,
     keep_epochs: str | Sequence[int] = "all",
     log: Callable[[str], None] = print,
+    probe_pooling: dict[str, str] | None = None,
 ) -> None:
     """Activations of every probe set for each checkpoint; each checkpoint is loaded once.
 
     outputs[probe][i] receives probe `probe`'s activations of checkpoints[i]. With `cache_dir`,
     the activations of the epochs in `keep_epochs` ("all" or a list) are also kept there under
     a key of checkpoint bytes, probe bytes and settings, so a rerun (e.g. after extending
-    training) links them instead of extracting again.
+    training) links them instead of extracting again. `probe_pooling` overrides `pooling` per
+    probe set (the neural probe keeps full maps for its spatial readout); every file also
+    records each layer's unpooled shape (`shape_<layer>`), so flattened maps can be unflattened.
     """
+    poolings = {name: (probe_pooling or {}).get(name, pooling) for name in probes}
     for name, paths in outputs.items():
         if len(paths) != len(checkpoints):
             raise ValueError(f"{len(checkpoints)} checkpoints but {len(paths)} {name} outputs")
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    for how in {pooling, *poolings.values()}:
+        if how not in POOLINGS:
+            raise ValueError(f"unknown pooling {how!r}; expected one of {', '.join(POOLINGS)}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"unknown dtype {dtype!r}; expected 'float32' or 'float16'")
     for path in checkpoints:
@@ -102,7 +113,7 @@ def extract_many(
             ).remove_folder(Path(path).parent)
     data = {name: io.load_npz(path) for name, path in probes.items()}
     settings = {
-        name: [store.file_digest(path), list(layers or []), pooling, dtype]
+        name: [store.file_digest(path), list(layers or []), poolings[name], dtype]
         for name, path in probes.items()
     }
     cache = EpochCache(cache_dir, "activations", log=log)
@@ -125,13 +136,21 @@ def extract_many(
         for name in todo:
             start = time.perf_counter()
             probe, out = data[name], outputs[name][i]
+            shapes: dict[str, tuple[int, ...]] = {}
             acts = activations(
-                net, probe["images"], names, pooling, batch_size, ckpt.get("augment")
+                net,
+                probe["images"],
+                names,
+                poolings[name],
+                batch_size,
+                ckpt.get("augment"),
+                shapes,
             )
             io.save_npz(
                 out,
                 {
                     **{layer: value.astype(dtype) for layer, value in acts.items()},
+                    **{f"shape_{layer}": np.array(shapes[layer]) for layer in names},
                     "layers": np.array(names),
                     "labels": probe["labels"],
                     "coarse": probe["coarse"],

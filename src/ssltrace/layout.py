@@ -6,6 +6,7 @@ names (`{method}`, `{seed}`, `{probe}`, ...); `path(results_dir, PATTERN, **fiel
 fields given and leaves the others as `{field}` for Snakemake.
 
     data/{dataset}.npz, data/human_{human}.npz      the dataset and human-comparison files
+    data/neural_{neural}.nc                         a simulated neural dataset (generated)
     splits/split.json                               the known/novel split
     probes/{probe}.npz                              one file per probe kind (PROBES)
     runs/{method}/seed{seed}/checkpoints/epoch_EEE.pt, train_log.tsv, .state/
@@ -24,11 +25,13 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-# Probe sets extracted for every checkpoint (written by ssltrace.splits, ARCHITECTURE.md).
-PROBES = ("novel", "human", "rdm", "known", "sample")
+# Probe sets extracted for every checkpoint (written by ssltrace.splits, ARCHITECTURE.md;
+# `neural`: the images of the config's neural and behaviour datasets, ssltrace.data.neural).
+PROBES = ("novel", "human", "rdm", "known", "sample", "neural")
 
 DATASET = "data/{dataset}.npz"
 HUMAN = "data/human_{human}.npz"
+NEURAL = "data/neural_{neural}.nc"
 SPLIT = "splits/split.json"
 PROBE = "probes/{probe}.npz"
 RUN = "runs/{method}/seed{seed}"

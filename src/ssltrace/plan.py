@@ -26,6 +26,8 @@ def jobs_per_rule(cfg: dict) -> dict[str, int]:
     runs = len(cfg["methods"]) * len(cfg["seeds"])
     analyses = registered().names()
     jobs = {"dataset": 1, "human_dataset": 1, "split": 1}
+    if study.simulated_neural(cfg):
+        jobs["neural_simulated"] = len(study.simulated_neural(cfg))
     jobs.update({f"probe_{kind}": 1 for kind in layout.PROBES})
     jobs["collect_table"] = len(analyses)
     jobs.update({rule: runs for rule in ("pretrain", "extract", *analyses)})

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ssltrace import config as sslconfig
+from ssltrace import layout
 from ssltrace.config import ConfigError
 
 
@@ -164,11 +165,17 @@ def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
         "rdm": p["rdm"]["n_images"],
         "known": per_coarse * cfg["split"]["n_known"] * known,
         "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
+        "neural": neural_images(cfg),
     }
 
 
 def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
     """What the probe stage of `kind` needs (a change to it redraws that probe set)."""
+    if kind == "neural":
+        return {
+            "image_size": cfg["neural"]["image_size"],
+            "require_ceiling": cfg["predictivity"]["ceiling"],
+        }
     settings = dict(cfg["probes"][kind])
     if kind == "rdm":
         settings["dataset"] = cfg["dataset"]["name"]
@@ -181,6 +188,7 @@ def extract_settings(cfg: Mapping[str, Any]) -> dict:
     keys = ("pooling", "batch_size", "device", "dtype", "keep")
     settings = {k: cfg["extract"][k] for k in keys}
     settings["layers"] = None if cfg["extract"]["layers"] == "all" else cfg["extract"]["layers"]
+    settings["probe_pooling"] = {"neural": cfg["neural"]["pooling"]}
     return settings
 
 
@@ -190,3 +198,41 @@ def split_runtime(settings: Mapping[str, Any], section: str) -> tuple[dict, dict
     keys = sslconfig.runtime_keys(section)
     what = {k: v for k, v in settings.items() if k not in keys}
     return what, {k: v for k, v in settings.items() if k in keys}
+
+
+SIMULATED = "simulated"  # the value of neural.datasets.<name> that asks for a generated set
+
+
+def neural_files(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """name -> neural-data file of each dataset of `neural.datasets` (null ones left out); a
+    simulated set is the file the workflow generates under results_dir (layout.NEURAL)."""
+    out = {}
+    for name, value in cfg["neural"]["datasets"].items():
+        if value == SIMULATED:
+            out[name] = layout.path(cfg["results_dir"], layout.NEURAL, neural=name)
+        elif value is not None:
+            out[name] = str(value)
+    return out
+
+
+def simulated_neural(cfg: Mapping[str, Any]) -> list[str]:
+    """Names of the neural datasets the workflow generates."""
+    return [n for n, v in cfg["neural"]["datasets"].items() if v == SIMULATED]
+
+
+def behaviour_files(cfg: Mapping[str, Any]) -> dict[str, str]:
+    return {n: str(v) for n, v in cfg["neural"]["behaviour"].items() if v is not None}
+
+
+def neural_images(cfg: Mapping[str, Any]) -> int:
+    """Images of the neural probe set (the simulated sets' from their settings, the files'
+    from their `responses` shape, read lazily)."""
+    from ssltrace.data.neural import behaviour_size, check_neural_file
+
+    sim, total = cfg["neural"]["simulated"], 0
+    for name, path in neural_files(cfg).items():
+        if name in simulated_neural(cfg):
+            total += sim["categories"] * sim["objects_per_category"] * sim["images_per_object"]
+        else:
+            total += check_neural_file(path).responses.shape[1]
+    return total + sum(behaviour_size(p) for p in behaviour_files(cfg).values())

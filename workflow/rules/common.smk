@@ -46,6 +46,7 @@ wildcard_constraints:
     seed=r"\d+",
     probe="|".join(layout.PROBES),
     analysis="|".join(ANALYSES),
+    neural="|".join(study.simulated_neural(CFG)) or "^$",
 
 
 def path(pattern, **fields):
@@ -71,6 +72,20 @@ def probe_input(kind):
     source = human_file() if kind == "human" else dataset_file()
     split = {"split": path(layout.SPLIT)} if kind in FROM_SPLIT else {}
     return {"dataset": source, **split}
+
+
+def neural_sets():
+    """(option, name, file) of every neural and behaviour dataset of the neural probe set."""
+    files = [("neural", n, p) for n, p in study.neural_files(CFG).items()]
+    return files + [("behaviour", n, p) for n, p in study.behaviour_files(CFG).items()]
+
+
+def neural_inputs(wildcards):
+    return {f"{kind}{i}": p for i, (kind, _, p) in enumerate(neural_sets())}
+
+
+def neural_args(wildcards):
+    return " ".join(f"--{k} {shlex.quote(f'{n}={p}')}" for k, n, p in neural_sets())
 
 
 def probe_args(wildcards, input):

@@ -11,6 +11,8 @@ localrules:
     probe_rdm,
     probe_known,
     collect_table,
+    neural_simulated,
+    probe_neural,
 
 
 rule dataset:
@@ -73,8 +75,9 @@ rule split:
         "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
-# One rule per probe kind (ssltrace.layout.PROBES), all from this template.
-for kind in layout.PROBES:
+# One rule per probe kind (ssltrace.layout.PROBES), all from this template; the neural probe
+# set, drawn from the neural and behaviour datasets, has its own rule below.
+for kind in [k for k in layout.PROBES if k != "neural"]:
 
     rule:
         name:
@@ -98,3 +101,45 @@ for kind in layout.PROBES:
         shell:
             "ssltrace probe --kind {params.kind} --dataset {input.dataset:q} {params.split} "
             "--out {output:q} --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+# A simulated neural dataset (neural.datasets.<name>: simulated), from the synthetic images.
+rule neural_simulated:
+    output:
+        path(layout.NEURAL),
+    log:
+        f"{LOGS}/neural_simulated/{{neural}}.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=minutes(10),
+    params:
+        settings=as_json(CFG["neural"]["simulated"]),
+    shell:
+        "ssltrace simulate-neural --out {output:q} --settings {params.settings:q} "
+        "--threads {threads} > {log:q} 2>&1"
+
+
+# The neural probe set: every neural and behaviour dataset's images, resized once, with the
+# responses and choice counts the analyses score against.
+rule probe_neural:
+    input:
+        unpack(neural_inputs),
+    output:
+        path(layout.PROBE, probe="neural"),
+    log:
+        f"{LOGS}/probe_neural.log",
+    conda:
+        "../../envs/ssltrace.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=minutes(30),
+    params:
+        files=neural_args,
+        settings=as_json(study.probe_settings(CFG, "neural")),
+    shell:
+        "ssltrace neural-probe {params.files} --out {output:q} "
+        "--settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import io as _io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,12 +159,18 @@ def read_neural(
     return validate_neural(ds, path, grouping, regions, require_ceiling)
 
 
-def validate_neural(ds, path, grouping=None, regions=None, require_ceiling=False) -> NeuralData:
-    """`NeuralData` from an xarray Dataset in the documented layout, or NeuralDataError."""
+def validate_neural(
+    ds, path, grouping=None, regions=None, require_ceiling=False, load_images=True
+) -> NeuralData:
+    """`NeuralData` from an xarray Dataset in the documented layout, or NeuralDataError.
+
+    `load_images=False` checks the images' layout (shape, dtype, files present) without
+    reading their pixels (the check at `snakemake -n`); `images` is then empty.
+    """
     where = str(path)
     responses = _check_responses(ds, where, require_ceiling)
     n_presentations = responses.shape[1]
-    images = _read_images(ds, Path(path), n_presentations)
+    images = _read_images(ds, Path(path), n_presentations, load_images)
     region = _neuroid_coord(ds, "region", where, responses.shape[2])
     _check_regions(region, regions, ds.attrs.get("regions"), where)
     neuroid_id = (
@@ -221,13 +227,18 @@ def _check_responses(ds, where: str, require_ceiling: bool) -> np.ndarray:
     return values
 
 
-def _read_images(ds, path: Path, n_presentations: int) -> np.ndarray:
+def _read_images(ds, path: Path, n_presentations: int, load: bool = True) -> np.ndarray:
     where = str(path)
     if "images" not in ds:
         if "image_dir" in ds.attrs and "filename" in ds.coords:
             folder = path.parent / str(ds.attrs["image_dir"])
             names = np.asarray(ds["filename"].values).astype(str)
-            return _images_from_folder(folder, names, where)
+            if len(names) != n_presentations:
+                raise NeuralDataError(
+                    f"{where}: coordinate 'filename' names {len(names)} images; they must "
+                    f"match the {n_presentations} presentations of 'responses'"
+                )
+            return _images_from_folder(folder, names, where, load)
         raise NeuralDataError(
             f"{where}: variable 'images' is missing (or give attribute 'image_dir' and "
             "coordinate 'filename')"
@@ -245,16 +256,20 @@ def _read_images(ds, path: Path, n_presentations: int) -> np.ndarray:
         )
     if var.dtype != np.uint8:
         raise NeuralDataError(f"{where}: variable 'images' must be uint8, got {var.dtype}")
+    if not load:
+        return np.zeros((0, 1, 1, 3), np.uint8)
     return np.ascontiguousarray(var.values)
 
 
-def _images_from_folder(folder: Path, names: np.ndarray, where: str) -> np.ndarray:
+def _images_from_folder(folder: Path, names: np.ndarray, where: str, load: bool = True):
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise NeuralDataError(
             f"{where}: coordinate 'filename' names {len(missing)} files missing from "
             f"{folder}, e.g. {missing[:3]}"
         )
+    if not load:
+        return np.zeros((0, 1, 1, 3), np.uint8)
     return _stack_images([(folder / n).read_bytes() for n in names], names, where, None)
 
 
@@ -328,6 +343,106 @@ def _split(ds, where: str) -> np.ndarray | None:
     return split
 
 
+def check_neural_file(
+    path: str | Path, require_ceiling: bool = False, regions: Sequence[str] | None = None
+) -> NeuralData:
+    """Everything `read_neural` checks except decoding the images (cheap enough for a dry run:
+    the responses and coordinates are read, the images' layout only); `images` is empty."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise NeuralDataError(f"{path}: neural-data file not found")
+    try:
+        ds = xr.open_dataset(path, engine="netcdf4")
+    except (OSError, ValueError) as exc:
+        raise NeuralDataError(f"{path}: not a readable NetCDF file ({exc})") from exc
+    with ds:
+        return validate_neural(ds, path, None, regions, require_ceiling, load_images=False)
+
+
+# ----------------------------------------------------------------------------- probe set
+def neural_probe(
+    neural: Mapping[str, str | Path],
+    behaviour: Mapping[str, str | Path] | None = None,
+    image_size: int = 32,
+    require_ceiling: bool = False,
+) -> dict[str, np.ndarray]:
+    """The `neural` probe set: the images of every neural dataset, then of every behaviour
+    dataset, each block resized by `resize_images` (the same pixels for every method), with
+    what the analyses need of each block stored beside them (`block_arrays`).
+
+    `labels` = block index into `class_names` (the dataset names); `coarse` = 0 for a neural
+    block, 1 for a behaviour block (`coarse_names`); `block_kind` says the same per block.
+    """
+    images, labels, arrays, kinds = [], [], {}, []
+    blocks = [(n, p, "neural") for n, p in neural.items()]
+    blocks += [(n, p, "behaviour") for n, p in (behaviour or {}).items()]
+    for b, (_, path, kind) in enumerate(blocks):
+        if kind == "neural":
+            data = read_neural(path, require_ceiling=require_ceiling)
+            block_images, block = data.images, _neural_block(data)
+        else:
+            found = read_behaviour(path)
+            block_images = found.pop("images")
+            block = found
+        images.append(resize_images(block_images, image_size))
+        labels.append(np.full(len(block_images), b, np.int64))
+        arrays.update({f"b{b}_{key}": value for key, value in block.items()})
+        kinds.append(kind)
+    labels = np.concatenate(labels)
+    return {
+        "images": np.concatenate(images),
+        "labels": labels,
+        "coarse": np.array([KINDS.index(kinds[b]) for b in labels], np.int64),
+        "class_names": np.array([name for name, _, _ in blocks]),
+        "coarse_names": np.array(KINDS),
+        "block_kind": np.array(kinds),
+        "source_index": np.concatenate(
+            [np.arange((labels == b).sum()) for b in range(len(blocks))]
+        ),
+        **arrays,
+    }
+
+
+KINDS = ("neural", "behaviour")
+
+
+def _neural_block(data: NeuralData) -> dict[str, np.ndarray]:
+    split = data.split if data.split is not None else np.array([], dtype=str)
+    return {
+        "responses": data.responses.astype(np.float32),
+        "region": data.region,
+        "neuroid_id": data.neuroid_id,
+        "groups": data.groups,
+        "split": split,
+        "simulated": np.array(data.simulated or ""),
+    }
+
+
+def block_arrays(probe: Mapping[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
+    """The arrays stored for block `b` of a neural probe set (prefix removed)."""
+    prefix = f"b{b}_"
+    return {k[len(prefix) :]: v for k, v in probe.items() if k.startswith(prefix)}
+
+
+def probe_block_data(probe: Mapping[str, np.ndarray], b: int) -> NeuralData:
+    """Block `b` (a neural dataset) of a neural probe set as `NeuralData` (images resized)."""
+    arrays = block_arrays(probe, b)
+    split = arrays["split"] if arrays["split"].size else None
+    return NeuralData(
+        images=probe["images"][probe["labels"] == b],
+        responses=arrays["responses"],
+        region=arrays["region"].astype(str),
+        neuroid_id=arrays["neuroid_id"].astype(str),
+        groups=arrays["groups"].astype(str),
+        grouping="groups",
+        split=None if split is None else split.astype(str),
+        simulated=str(arrays["simulated"]) or None,
+        source=str(probe["class_names"][b]),
+    )
+
+
 # ----------------------------------------------------------------------------- behaviour file
 def read_behaviour(path: str | Path) -> dict[str, np.ndarray]:
     """A user behaviour dataset in the same NetCDF style, as the human-comparison arrays
@@ -363,6 +478,17 @@ def read_behaviour(path: str | Path) -> dict[str, np.ndarray]:
         "class_names": names,
         "human_counts": counts,
     }
+
+
+def behaviour_size(path: str | Path) -> int:
+    """Images of a behaviour file (its `choice_counts` rows), read lazily."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return int(ds["choice_counts"].shape[0])
+    except (OSError, ValueError, KeyError) as exc:
+        raise NeuralDataError(f"{path}: no readable variable 'choice_counts' ({exc})") from exc
 
 
 def _choice_names(ds, n_choices: int, where: str) -> np.ndarray:
