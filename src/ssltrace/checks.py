@@ -37,6 +37,7 @@ def check(cfg: dict) -> None:
     _check_figures(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
+    _check_neural(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -271,3 +272,74 @@ def _component(key: str, check, *args) -> None:
         check(*args)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key '{key}': {message(exc)}") from None
+
+
+def _check_neural(cfg: dict) -> None:
+    """Neural and behaviour datasets (seed 003): every file readable in the documented layout
+    (the message names the file and the variable), and settings the data can satisfy."""
+    from ssltrace.data.neural import NeuralDataError, check_neural_file, read_behaviour
+
+    files, ceiling = study.neural_files(cfg), cfg["predictivity"]["ceiling"]
+    if not files:
+        raise ConfigError(
+            "config key 'neural.datasets': no neural dataset left (the predictivity analysis "
+            "scores against them); keep the generated one, simulated: simulated"
+        )
+    simulated = set(study.simulated_neural(cfg))
+    for name, path in files.items():
+        key = f"neural.datasets.{name}"
+        try:
+            if name not in simulated:
+                _check_neural_dataset(cfg, key, check_neural_file(path, ceiling))
+        except NeuralDataError as error:
+            raise ConfigError(f"config key '{key}': {error}") from None
+    for name, path in study.behaviour_files(cfg).items():
+        if not Path(path).is_file():
+            raise ConfigError(f"config key 'neural.behaviour.{name}': file {path} not found")
+        try:
+            read_behaviour(path)
+        except NeuralDataError as error:
+            raise ConfigError(f"config key 'neural.behaviour.{name}': {error}") from None
+    if simulated:
+        _check_simulated(cfg)
+    _check_behaviour_layers(cfg)
+
+
+def _check_neural_dataset(cfg: dict, key: str, data) -> None:
+    folds = cfg["predictivity"]["outer_folds"]
+    presentations = (
+        data.responses.shape[1] if data.split is None else (data.split == "report").sum()
+    )
+    if presentations < 2 * folds:
+        raise ConfigError(
+            f"config key 'predictivity.outer_folds' = {folds}: {key} ({data.source}) has only "
+            f"{presentations} presentations to score"
+        )
+
+
+def _check_simulated(cfg: dict) -> None:
+    sim, pred = cfg["neural"]["simulated"], cfg["predictivity"]
+    if pred["ceiling"] and sim["repetitions"] < 2:
+        raise ConfigError(
+            "config key 'neural.simulated.repetitions' = 1: the noise ceiling (predictivity."
+            "ceiling: true) needs >= 2 repetitions; set predictivity.ceiling: false for raw r"
+        )
+    if sim["images_per_object"] < pred["outer_folds"]:
+        raise ConfigError(
+            f"config key 'neural.simulated.images_per_object' = {sim['images_per_object']}: "
+            f"cross-validation folds are stratified by object, so each object needs at least "
+            f"predictivity.outer_folds = {pred['outer_folds']} images"
+        )
+    low, high = sim["reliability"]
+    if low > high:
+        raise ConfigError(f"config key 'neural.simulated.reliability': {low} > {high}")
+
+
+def _check_behaviour_layers(cfg: dict) -> None:
+    wanted, extracted = cfg["behaviour"]["layers"] or [], study.analysed_layers(cfg)
+    unknown = [layer for layer in wanted if layer not in extracted]
+    if unknown:
+        raise ConfigError(
+            f"config key 'behaviour.layers': {unknown} are not extracted layers "
+            f"({', '.join(extracted)})"
+        )

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
+from ssltrace.analysis import ANALYSES
+from ssltrace.analysis.base import Activations, PerEpochAnalysis, ProbeFile, layer_names
 from ssltrace.analysis.predictivity import pearson_columns
 
 COUNT_PSEUDOCOUNT = 0.5  # added to choice counts before rates (Hautus 1995; see `i2n`)
@@ -283,3 +285,103 @@ def _check(probs: np.ndarray, counts: np.ndarray, labels: np.ndarray) -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         if np.nanmin(probs) < 0:
             raise ValueError("model_probs must be non-negative")
+
+
+# ----------------------------------------------------------------------------- pipeline analysis
+def penultimate_layer(layers) -> str:
+    """The layer before the method's head (`head_fc1`): the backbone's output, which the seed's
+    linear classifier reads; the last layer when there is no head."""
+    layers = list(layers)
+    return layers[layers.index("head_fc1") - 1] if "head_fc1" in layers[1:] else layers[-1]
+
+
+@dataclass(frozen=True)
+class BehaviourSet:
+    """Images of one behaviour set within a probe set's activations, with their choices."""
+
+    name: str
+    role: str
+    mask: np.ndarray  # bool over the probe's images
+    counts: np.ndarray  # [n, K] human choice counts
+    labels: np.ndarray  # [n] true class
+    reliability: float  # human split-half reliability (computed once)
+
+
+@ANALYSES.register("behaviour")
+class Behaviour(PerEpochAnalysis):
+    """Behavioural consistency with humans per epoch and layer (seed 003 Fig. 4d, ED Fig. 8).
+
+    For the `human` probe set (CIFAR-10H choice counts on CIFAR-10 test images) and every
+    behaviour dataset of the `neural` probe set: a logistic classifier on the layer
+    (`behaviour.layers`, default the penultimate) predicts each image in K-fold
+    cross-prediction; the probabilities' I2n is correlated with the humans' and divided by
+    the square root of the human split-half reliability (`behaviour_consistency`, the seed),
+    and also by both reliabilities (`behaviour_consistency_both`). Probe column = set name.
+    """
+
+    name = "behaviour"
+    summary = (
+        "behavioural consistency (I2n vs human choices / sqrt human split-half reliability) "
+        "on CIFAR-10H and user behaviour sets (seed 003 Methods, Fig. 4d)"
+    )
+    inputs = {
+        "human": Activations("human"),
+        "human_probe": ProbeFile("human"),
+        "neural": Activations("neural"),
+        "neural_probe": ProbeFile("neural"),
+    }
+    arrays = ()
+    sections = ("behaviour",)
+    resources = {"mem_mb": 8000, "runtime": 120}
+
+    def prepare(self, job):
+        from ssltrace import io
+        from ssltrace.data.neural import block_arrays
+
+        human = io.load_npz(job.inputs["human_probe"])
+        self.sets = [self._set("human", "human", np.ones(len(human["labels"]), bool), human)]
+        neural = io.load_npz(job.inputs["neural_probe"])
+        for b, kind in enumerate(neural["block_kind"].astype(str)):
+            if kind == "behaviour":
+                mask = neural["labels"] == b
+                name = str(neural["class_names"][b])
+                self.sets.append(self._set(name, "neural", mask, block_arrays(neural, b)))
+
+    def _set(self, name, role, mask, arrays) -> BehaviourSet:
+        counts = np.asarray(arrays["human_counts"], dtype=np.float64)
+        labels = np.asarray(arrays["labels"], dtype=np.int64)
+        s = self.settings
+        rel = human_reliability(counts, labels, s["splits"], s["seed"])
+        return BehaviourSet(name, role, mask, counts, labels, rel)
+
+    def roles(self):
+        return list(dict.fromkeys(s.role for s in self.sets))
+
+    def cache_settings(self):
+        sets = [(s.name, s.role, s.reliability, int(s.mask.sum())) for s in self.sets]
+        return {**self.settings, "sets": sets}
+
+    def epoch(self, role, acts):
+        layers = self.settings.get("layers") or [penultimate_layer(layer_names(acts))]
+        rows = []
+        for bset in (s for s in self.sets if s.role == role):
+            for layer in layers:
+                found = self._consistency(acts[layer][bset.mask], bset)
+                rows += [(layer, bset.name, metric, value) for metric, value in found.rows()]
+        return rows, {}
+
+    def _consistency(self, features, bset: BehaviourSet) -> Consistency:
+        s = self.settings
+        smallest = int(np.bincount(bset.labels).min())
+        folds = max(2, min(int(s["folds"]), smallest))
+        probs = model_probabilities(
+            features, bset.labels, bset.counts.shape[1], None, folds, s["C"], s["seed"]
+        )
+        return behavioural_consistency(
+            probs,
+            bset.counts,
+            bset.labels,
+            n_splits=s["splits"],
+            seed=s["seed"],
+            human_rel=bset.reliability,
+        )

@@ -42,6 +42,9 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import scipy.stats
 
+from ssltrace.analysis import ANALYSES
+from ssltrace.analysis.base import Activations, PerEpochAnalysis, ProbeFile
+
 READOUTS = ("ridge_pca", "pls_pca", "factorised_map")
 
 
@@ -668,3 +671,114 @@ def _ttest(a, b, paired: bool) -> tuple[float, float]:
     else:
         result = scipy.stats.ttest_ind(a[np.isfinite(a)], b[np.isfinite(b)])
     return float(result.statistic), float(result.pvalue)
+
+
+# ----------------------------------------------------------------------------- pipeline analysis
+def feature_map(features: np.ndarray, shape) -> np.ndarray:
+    """A layer's stored activations [P, d] as maps [P, C, H, W] for the factorised readout:
+    the full map when it was stored flattened (extract pooling `flatten`), the 2x2 grid of
+    `avg2x2`, else (a vector layer, or mean/max pooling) [P, d, 1, 1]."""
+    shape = tuple(int(v) for v in np.atleast_1d(shape))
+    d = features.shape[1]
+    if len(shape) == 3 and d == int(np.prod(shape)):
+        return features.reshape(len(features), *shape)
+    if len(shape) == 3 and d == shape[0] * 4:
+        return features.reshape(len(features), shape[0], 2, 2)
+    return features.reshape(len(features), d, 1, 1)
+
+
+@ANALYSES.register("predictivity")
+class Predictivity(PerEpochAnalysis):
+    """Neural predictivity of every layer for every neural dataset of the `neural` probe set
+    (seed 003 Fig. 2b-c, Extended Data Figs. 1-3, 11).
+
+    Rows per (layer, probe = `dataset:region`): `<readout>_r` (median raw r over the region's
+    neuroids), `<readout>_ceiled` (median of r / sqrt(split-half reliability)),
+    `<readout>_ceiling` (median reliability), `<readout>_se` (bootstrap SE of the ceiled median,
+    of the raw one without a ceiling), `<readout>_r_se`, `<readout>_n`; the readout's name
+    says what it is fitted on (`factorised_map`: the full map; `ridge_pca`, `pls_pca`: PCA of
+    the flattened map). Array file `scores`: per-neuroid `scores` [epoch, kind (raw, ceiled),
+    readout, layer, neuroid] for the t-tests, with `region`, `neuroid`, `ceiling` per neuroid.
+    """
+
+    name = "predictivity"
+    summary = (
+        "neural predictivity per layer and region: factorised / ridge / PLS readouts, "
+        "split-half noise ceilings, bootstrap SE (seed 003 Methods, Fig. 2)"
+    )
+    inputs = {"neural": Activations("neural"), "probe": ProbeFile("neural")}
+    arrays = ("scores",)
+    sections = ("predictivity",)
+    resources = {"mem_mb": 16000, "runtime": 240, "gpu": 1}
+    stacked = "scores"
+
+    def measure_settings(self) -> PredictivitySettings:
+        keys = {f.name for f in fields(PredictivitySettings)}
+        return PredictivitySettings.from_mapping(
+            {k: v for k, v in self.settings.items() if k in keys}
+        )
+
+    def prepare(self, job):
+        from ssltrace import io
+        from ssltrace.data.neural import probe_block_data
+
+        probe = io.load_npz(job.inputs["probe"])
+        self.probe_path, self.labels = job.inputs["probe"], probe["labels"]
+        s = self.measure_settings()
+        self.blocks = []
+        for b, kind in enumerate(probe["block_kind"].astype(str)):
+            if kind != "neural":
+                continue
+            data = probe_block_data(probe, b)
+            ceiling = dataset_ceiling(data, s) if self.settings.get("ceiling", True) else None
+            self.blocks.append((b, str(probe["class_names"][b]), data, ceiling))
+
+    def cache_settings(self):
+        ceilings = [None if c is None else c.tolist() for *_, c in self.blocks]
+        return {**self.settings, "ceilings": ceilings}
+
+    def epoch(self, role, acts):
+        from ssltrace.analysis.base import layer_names
+
+        if not np.array_equal(acts["labels"], self.labels):
+            raise ValueError(f"activations were not extracted from probe set {self.probe_path}")
+        layers, readouts = layer_names(acts), list(self.settings["readouts"])
+        n = sum(len(data.region) for _, _, data, _ in self.blocks)
+        scores = np.full((2, len(readouts), len(layers), n), np.nan)
+        rows = []
+        for li, layer in enumerate(layers):
+            for ri, readout in enumerate(readouts):
+                rows += self._layer(acts, layer, readout, scores[:, ri, li])
+        return rows, {"scores": scores, **self._labels(layers, readouts)}
+
+    def _layer(self, acts, layer: str, readout: str, out: np.ndarray) -> list:
+        s, rows, start = self.measure_settings(), [], 0
+        for b, name, data, ceiling in self.blocks:
+            features = acts[layer][self.labels == b]
+            if readout == "factorised_map":
+                features = feature_map(features, acts.get(f"shape_{layer}", ()))
+            scores = score_layer(features, data, readout, ceiling, s)
+            stop = start + len(scores.raw)
+            out[0, start:stop], out[1, start:stop] = scores.raw, scores.ceiled
+            start = stop
+            summaries = region_summaries(scores, s.bootstrap, s.seed)
+            rows += [
+                (lay, f"{name}:{region}", metric, value)
+                for lay, region, metric, value in summary_rows(layer, readout, summaries)
+            ]
+        return rows
+
+    def _labels(self, layers, readouts) -> dict[str, np.ndarray]:
+        region = [f"{name}:{r}" for _, name, data, _ in self.blocks for r in data.region]
+        neuroid = [f"{name}:{i}" for _, name, data, _ in self.blocks for i in data.neuroid_id]
+        ceilings = [
+            np.full(len(data.region), np.nan) if c is None else c for *_, data, c in self.blocks
+        ]
+        return {
+            "layers": np.array(layers),
+            "readouts": np.array(readouts),
+            "kinds": np.array(["raw", "ceiled"]),
+            "region": np.array(region),
+            "neuroid": np.array(neuroid),
+            "ceiling": np.concatenate(ceilings),
+        }
