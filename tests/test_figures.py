@@ -217,12 +217,15 @@ def write_study(root, seeds=(0, 1)):
 
 # Figure name -> the inputs it reads: (study table, per-run files).
 # What each figure reads, from the figure table: (analysis or "logs", "table" or "runs").
+# Seed 003's figures (predictivity, behaviour) are tested in tests/test_figures_neural.py.
+SEED003 = {row.draw for row in figure_table() if row.stem.startswith("seed003/")}
 FIGURE_INPUTS = {
     row.draw: [
         (spec.analysis or "logs", "runs" if spec.per_run else "table")
         for spec in row.inputs.values()
     ]
     for row in figure_table()
+    if row.draw not in SEED003
 }
 LINE_FIGURES = [
     "fewshot_error_vs_layer",
@@ -279,7 +282,7 @@ def draw(name, inputs, tmp_path, **settings):
 
 # ---------------------------------------------------------------- tests ------------------------
 def test_every_registered_figure_is_covered():
-    assert set(FIGURES.names()) == set(FIGURE_INPUTS)
+    assert set(FIGURES.names()) == set(FIGURE_INPUTS) | SEED003
 
 
 @pytest.mark.parametrize("name", sorted(FIGURE_INPUTS))
