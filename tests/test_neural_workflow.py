@@ -346,3 +346,74 @@ def test_bad_neural_inputs_are_named_at_check_time(tmp_path):
     expect_config_error(ci_config(tmp_path, behaviour={"b": str(missing)}), "neural.behaviour.b")
     few = ci_config(tmp_path, simulated={"repetitions": 1})
     expect_config_error(few, "neural.simulated.repetitions")
+
+
+# ----------------------------------------------------------------------------- validation
+@pytest.mark.slow
+def test_v1_like_is_best_predicted_by_an_earlier_layer_than_it_like_after_training(tmp_path):
+    """Issue 17's validation on the simulated set: after supervised training, the V1-like
+    (Gabor) units are best predicted by an earlier layer than the IT-like (category) units.
+
+    No trained fixture exists (the CI study trains 2 epochs on 16 images per class, too
+    little to learn the categories), so a width-0.125 ResNet-18 is trained here for 6 epochs
+    (Adam) on the 20 fine classes of the 4 synthetic categories the simulated set shows
+    (400 images, 24 units per region). Measured (ridge readout, ceiled medians): untrained,
+    IT-like peaks at head_fc1 0.22 and V1-like at layer2 0.25, flat over layers; trained,
+    V1-like peaks at layer3 (0.38) and IT-like at pool (0.45), IT-like rising from 0.16 at
+    the stem. The order, not the numbers, is asserted.
+    """
+    from ssltrace.data import prepare_dataset
+    from ssltrace.training import train_run
+
+    prepare_dataset(
+        "synthetic", tmp_path, tmp_path / "syn.npz", train_per_class=30, test_per_class=2
+    )
+    split = {"seed": 0, "known_fine": list(range(20)), "novel_fine": [99]}
+    io.write_json(tmp_path / "split.json", split)
+    cfg = sslconfig.validate(
+        {
+            **sslconfig.read_file(ROOT / "config.yaml"),
+            "architecture": {"name": "resnet18", "width": 0.125},
+            "methods": ["supervised"],
+            "method_settings": {},
+        }
+    )
+    cfg["train"].update(
+        epochs=6,
+        batch_size=64,
+        device="cpu",
+        compile=False,
+        deterministic=True,
+        optimizer={"name": "adam", "lr": 3e-3, "weight_decay": 1e-6},
+        schedule={"name": "cosine", "warmup_epochs": 0},
+    )
+    run = study.run_settings(cfg, "supervised", 0)
+    train_run(run, tmp_path / "syn.npz", tmp_path / "split.json", tmp_path / "run", quiet)
+    sim = simulate_neural(
+        categories=4,
+        objects_per_category=5,
+        images_per_object=20,
+        neuroids_per_region=24,
+        repetitions=6,
+    )
+    write_neural(tmp_path / "sim.nc", sim)
+    io.save_npz(tmp_path / "neural.npz", neural_probe({"simulated": tmp_path / "sim.nc"}))
+    extract_many(
+        [tmp_path / "run" / "checkpoints" / "epoch_006.pt"],
+        {"neural": tmp_path / "neural.npz"},
+        {"neural": [tmp_path / "acts" / "epoch_006.npz"]},
+        probe_pooling={"neural": "flatten"},
+        log=quiet,
+    )
+    s = settings("predictivity", readouts=["ridge_pca"], ceiling_splits=20, bootstrap=20)
+    job = Job("supervised", 0, [6], {"neural": tmp_path / "acts", "probe": tmp_path / "neural.npz"})
+    job.log = quiet
+    run_job(Predictivity(s), job, tmp_path / "p.tsv", {"scores": tmp_path / "s.npz"})
+    table = pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    ceiled = table[table.metric == "ridge_pca_ceiled"].pivot(
+        index="layer", columns="probe", values="value"
+    )
+    order = list(io.load_npz(tmp_path / "s.npz")["layers"])
+    best = {region: order.index(ceiled[region].idxmax()) for region in ceiled.columns}
+    print(ceiled.loc[order].round(3))  # shown with -s: the margins behind the order
+    assert best["simulated:V1-like"] < best["simulated:IT-like"], ceiled.loc[order]
