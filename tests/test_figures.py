@@ -207,6 +207,14 @@ def write_study(root, seeds=(0, 1)):
             )
             io.save_table(path, log)
             inputs["logs"][f"log:{run}"] = path
+    rows["compression"] = [
+        _row(m, s, e, layer, "known", "mi", 3.0 - 0.2 * e + 0.1 * li + 0.05 * s)
+        for m in METHODS
+        for s in seeds
+        for e in run_epochs(m)
+        for li, layer in enumerate(LAYERS)
+    ]
+    inputs["compression"] = {}
     for name, found in rows.items():
         path = root / "tables" / f"{name}.tsv"
         # Sorted like `tables.concat`: layers end up alphabetical, not input -> output.
@@ -233,6 +241,7 @@ LINE_FIGURES = [
     "geometry_accuracy",
     "geometry_layers",
     "cdnv_vs_epoch",
+    "compression_vs_epoch",
     "training_curves",
     "loss_and_accuracy",
 ]

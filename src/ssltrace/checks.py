@@ -37,6 +37,7 @@ def check(cfg: dict) -> None:
     _check_figures(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
+    _check_analysis_layers(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -271,3 +272,16 @@ def _component(key: str, check, *args) -> None:
         check(*args)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key '{key}': {message(exc)}") from None
+
+
+def _check_analysis_layers(cfg: dict) -> None:
+    """Layers named by seed 004's compression and UMAP settings must be extracted."""
+    layers = study.analysed_layers(cfg)
+    named = {"compression.layers": cfg["compression"]["layers"] or []}
+    for key, names in named.items():
+        for name in names:
+            if name not in layers:
+                raise ConfigError(
+                    f"config key '{key}': {name!r} is not an extracted layer; "
+                    f"expected some of {', '.join(layers)}"
+                )
