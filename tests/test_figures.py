@@ -215,6 +215,26 @@ def write_study(root, seeds=(0, 1)):
         for li, layer in enumerate(LAYERS)
     ]
     inputs["compression"] = {}
+    inputs["umap"] = {}
+    for m in METHODS:
+        for s in seeds:
+            epochs = [run_epochs(m)[0], run_epochs(m)[-1]]
+            n = 3 * 20
+            path = root / "metrics" / "umap" / m / f"seed{s}_embeddings.npz"
+            io.save_npz(
+                path,
+                {
+                    "coords": rng.normal(size=(len(epochs) * 3 * n, 2)).astype(np.float32),
+                    "level": np.tile(np.repeat(["sample", "fine", "coarse"], n), len(epochs)),
+                    "group": np.tile(np.arange(n) % 3, 3 * len(epochs)),
+                    "group_name": np.tile(
+                        np.array(["a", "b", "c"])[np.arange(n) % 3], 3 * len(epochs)
+                    ),
+                    "point_epoch": np.repeat(epochs, 3 * n),
+                    "layer": np.array("pool"),
+                },
+            )
+            inputs["umap"][f"embeddings:{m}:{s}"] = path
     for name, found in rows.items():
         path = root / "tables" / f"{name}.tsv"
         # Sorted like `tables.concat`: layers end up alphabetical, not input -> output.

@@ -277,7 +277,10 @@ def _component(key: str, check, *args) -> None:
 def _check_analysis_layers(cfg: dict) -> None:
     """Layers named by seed 004's compression and UMAP settings must be extracted."""
     layers = study.analysed_layers(cfg)
-    named = {"compression.layers": cfg["compression"]["layers"] or []}
+    named = {
+        "compression.layers": cfg["compression"]["layers"] or [],
+        "umap.layer": [cfg["umap"]["layer"]] if cfg["umap"]["layer"] else [],
+    }
     for key, names in named.items():
         for name in names:
             if name not in layers:
