@@ -8,6 +8,7 @@ fields given and leaves the others as `{field}` for Snakemake.
     data/{dataset}.npz, data/human_{human}.npz      the dataset and human-comparison files
     splits/split.json                               the known/novel split
     probes/{probe}.npz                              one file per probe kind (PROBES)
+    probes/random_targets.npz                       random-target label sets (seed 004 §5)
     runs/{method}/seed{seed}/checkpoints/epoch_EEE.pt, train_log.tsv, .state/
     activations/{method}/seed{seed}/{probe}/epoch_EEE.npz
     metrics/{analysis}/{method}/seed{seed}.tsv      a run's tidy table of one analysis
@@ -31,6 +32,8 @@ DATASET = "data/{dataset}.npz"
 HUMAN = "data/human_{human}.npz"
 SPLIT = "splits/split.json"
 PROBE = "probes/{probe}.npz"
+# Random-target label sets for the known probe images (ssltrace.targets); not a probe kind.
+TARGET_LABELS = "probes/random_targets.npz"
 RUN = "runs/{method}/seed{seed}"
 CHECKPOINTS = RUN + "/checkpoints"
 TRAIN_LOG = RUN + "/train_log.tsv"
