@@ -235,6 +235,29 @@ def write_study(root, seeds=(0, 1)):
                 },
             )
             inputs["umap"][f"embeddings:{m}:{s}"] = path
+    inputs["random_targets"] = {}
+    rand = np.array([[1.0, 0.5, 0.0], [1.0, 0.5, 0.0]])
+    for m in METHODS:
+        for s in seeds:
+            epochs = run_epochs(m)
+            shape = (len(epochs), len(LAYERS), 2)
+            acc = 0.9 - 0.6 * rand[None, None] + 0.02 * np.arange(len(epochs))[:, None, None, None]
+            path = root / "metrics" / "random_targets" / m / f"seed{s}_scores.npz"
+            io.save_npz(
+                path,
+                {
+                    "accuracy": np.broadcast_to(acc, (*shape, 3))
+                    + rng.uniform(0, 0.02, (*shape, 3)),
+                    "ratios": 1.0 + rng.uniform(0, 1, (*shape, 4)),
+                    "epochs": np.array(epochs),
+                    "layers": np.array(LAYERS),
+                    "networks": np.array(["resnet18", "vit"]),
+                    "measures": np.array(["ncc_test", "cdnv", "within_var", "between_dist"]),
+                    "randomness": rand,
+                    "target_epochs": np.array([[0, 1, 2], [0, 1, 2]]),
+                },
+            )
+            inputs["random_targets"][f"scores:{m}:{s}"] = path
     for name, found in rows.items():
         path = root / "tables" / f"{name}.tsv"
         # Sorted like `tables.concat`: layers end up alphabetical, not input -> output.
