@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 ANALYSIS_NAMES = {"clustering", "fewshot", "geometry", "human", "trajectory"}
+ANALYSIS_NAMES |= {"compression", "umap", "random_targets"}  # seed 004 (issue 18)
 
 
 def _python(code: str) -> str:

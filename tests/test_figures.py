@@ -207,6 +207,57 @@ def write_study(root, seeds=(0, 1)):
             )
             io.save_table(path, log)
             inputs["logs"][f"log:{run}"] = path
+    rows["compression"] = [
+        _row(m, s, e, layer, "known", "mi", 3.0 - 0.2 * e + 0.1 * li + 0.05 * s)
+        for m in METHODS
+        for s in seeds
+        for e in run_epochs(m)
+        for li, layer in enumerate(LAYERS)
+    ]
+    inputs["compression"] = {}
+    inputs["umap"] = {}
+    for m in METHODS:
+        for s in seeds:
+            epochs = [run_epochs(m)[0], run_epochs(m)[-1]]
+            n = 3 * 20
+            path = root / "metrics" / "umap" / m / f"seed{s}_embeddings.npz"
+            io.save_npz(
+                path,
+                {
+                    "coords": rng.normal(size=(len(epochs) * 3 * n, 2)).astype(np.float32),
+                    "level": np.tile(np.repeat(["sample", "fine", "coarse"], n), len(epochs)),
+                    "group": np.tile(np.arange(n) % 3, 3 * len(epochs)),
+                    "group_name": np.tile(
+                        np.array(["a", "b", "c"])[np.arange(n) % 3], 3 * len(epochs)
+                    ),
+                    "point_epoch": np.repeat(epochs, 3 * n),
+                    "layer": np.array("pool"),
+                },
+            )
+            inputs["umap"][f"embeddings:{m}:{s}"] = path
+    inputs["random_targets"] = {}
+    rand = np.array([[1.0, 0.5, 0.0], [1.0, 0.5, 0.0]])
+    for m in METHODS:
+        for s in seeds:
+            epochs = run_epochs(m)
+            shape = (len(epochs), len(LAYERS), 2)
+            acc = 0.9 - 0.6 * rand[None, None] + 0.02 * np.arange(len(epochs))[:, None, None, None]
+            path = root / "metrics" / "random_targets" / m / f"seed{s}_scores.npz"
+            io.save_npz(
+                path,
+                {
+                    "accuracy": np.broadcast_to(acc, (*shape, 3))
+                    + rng.uniform(0, 0.02, (*shape, 3)),
+                    "ratios": 1.0 + rng.uniform(0, 1, (*shape, 4)),
+                    "epochs": np.array(epochs),
+                    "layers": np.array(LAYERS),
+                    "networks": np.array(["resnet18", "vit"]),
+                    "measures": np.array(["ncc_test", "cdnv", "within_var", "between_dist"]),
+                    "randomness": rand,
+                    "target_epochs": np.array([[0, 1, 2], [0, 1, 2]]),
+                },
+            )
+            inputs["random_targets"][f"scores:{m}:{s}"] = path
     for name, found in rows.items():
         path = root / "tables" / f"{name}.tsv"
         # Sorted like `tables.concat`: layers end up alphabetical, not input -> output.
@@ -236,6 +287,7 @@ LINE_FIGURES = [
     "geometry_accuracy",
     "geometry_layers",
     "cdnv_vs_epoch",
+    "compression_vs_epoch",
     "training_curves",
     "loss_and_accuracy",
 ]

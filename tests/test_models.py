@@ -39,7 +39,7 @@ def record_layers(model, x):
 
 
 def test_registry_lists_the_architectures():
-    assert ARCHITECTURES.names() == ["res_lh", "resnet18", "resnet50"]
+    assert ARCHITECTURES.names() == ["res_lh", "resnet18", "resnet50", "vit"]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

@@ -38,6 +38,8 @@ def check(cfg: dict) -> None:
     for method in cfg["methods"]:
         _check_method(cfg, method)
     _check_neural(cfg)
+    _check_analysis_layers(cfg)
+    _check_random_targets(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -343,3 +345,34 @@ def _check_behaviour_layers(cfg: dict) -> None:
             f"config key 'behaviour.layers': {unknown} are not extracted layers "
             f"({', '.join(extracted)})"
         )
+
+
+def _check_analysis_layers(cfg: dict) -> None:
+    """Layers named by seed 004's compression and UMAP settings must be extracted."""
+    layers = study.analysed_layers(cfg)
+    named = {
+        "compression.layers": cfg["compression"]["layers"] or [],
+        "umap.layer": [cfg["umap"]["layer"]] if cfg["umap"]["layer"] else [],
+        "random_targets.layers": cfg["random_targets"]["layers"] or [],
+    }
+    for key, names in named.items():
+        for name in names:
+            if name not in layers:
+                raise ConfigError(
+                    f"config key '{key}': {name!r} is not an extracted layer; "
+                    f"expected some of {', '.join(layers)}"
+                )
+
+
+def _check_random_targets(cfg: dict) -> None:
+    """Each random-target network: an entry, a buildable architecture, trainable settings."""
+    from ssltrace.network import layer_names
+
+    for run, network in study.target_runs(cfg).items():
+        entry = study.target_entry(cfg, network)
+        key = f"random_targets.network_settings.{network}.architecture"
+        _component(key, layer_names, entry["architecture"], "supervised")
+        try:
+            _check_method(cfg, run)
+        except ConfigError as error:
+            raise ConfigError(f"random-target network {network!r} (run {run}): {error}") from None

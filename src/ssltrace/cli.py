@@ -184,6 +184,29 @@ def cmd_extract(args) -> None:
     )
 
 
+def cmd_target_labels(args) -> None:
+    from ssltrace.targets import write_target_labels
+
+    s = {**_settings(args.settings), **_settings(args.runtime)}
+    dirs = _named_paths(args.target, "target-labels --target")
+    epochs, last = s.get("epochs", {}), s.get("last_epochs", {})
+    lacking = sorted((set(dirs) - set(epochs)) | (set(dirs) - set(last)))
+    if lacking:
+        raise SystemExit(
+            f"ssltrace target-labels: --settings lacks epochs or last_epochs of {lacking[0]!r}"
+        )
+    write_target_labels(
+        {name: layout.epoch_files(folder, epochs[name], ".pt") for name, folder in dirs.items()},
+        {name: int(last[name]) for name in dirs},
+        Path(args.probe),
+        Path(args.out),
+        batch_size=s.get("batch_size", 1000),
+        device=s.get("device", "auto"),
+        cache_dir=_optional_path(args.cache_dir),
+        log=_log,
+    )
+
+
 def cmd_analyse(args) -> None:
     from ssltrace.analysis import analysis
     from ssltrace.analysis.base import Job, run_job
@@ -342,6 +365,17 @@ def _add_run_commands(sub) -> None:
     _paths(p, "--checkpoints-dir", "--out-dir")
     p.add_argument("--epochs", nargs="+", type=int, required=True)
     p.add_argument("--cache-dir", help="per-epoch cache (omit: none)")
+    _runtime_option(p)
+    p = _stage(
+        sub,
+        "target-labels",
+        cmd_target_labels,
+        "class predictions of random-target networks at each epoch (seed 004 §5)",
+        "{epochs: {NAME: [E...]}, last_epochs: {NAME: T}, batch_size}",
+    )
+    p.add_argument("--target", action="append", required=True, help="NAME=CHECKPOINTS_DIR")
+    _paths(p, "--probe", "--out")
+    p.add_argument("--cache-dir", help="per-checkpoint cache (omit: none)")
     _runtime_option(p)
     p = _stage(sub, "analyse", cmd_analyse, "run one pipeline analysis on one run", "settings")
     p.add_argument("name", help="analysis name (see `ssltrace list`)")

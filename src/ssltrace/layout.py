@@ -9,6 +9,7 @@ fields given and leaves the others as `{field}` for Snakemake.
     data/neural_{neural}.nc                         a simulated neural dataset (generated)
     splits/split.json                               the known/novel split
     probes/{probe}.npz                              one file per probe kind (PROBES)
+    probes/random_targets.npz                       random-target label sets (seed 004 §5)
     runs/{method}/seed{seed}/checkpoints/epoch_EEE.pt, train_log.tsv, .state/
     activations/{method}/seed{seed}/{probe}/epoch_EEE.npz
     metrics/{analysis}/{method}/seed{seed}.tsv      a run's tidy table of one analysis
@@ -34,6 +35,8 @@ HUMAN = "data/human_{human}.npz"
 NEURAL = "data/neural_{neural}.nc"
 SPLIT = "splits/split.json"
 PROBE = "probes/{probe}.npz"
+# Random-target label sets for the known probe images (ssltrace.targets); not a probe kind.
+TARGET_LABELS = "probes/random_targets.npz"
 RUN = "runs/{method}/seed{seed}"
 CHECKPOINTS = RUN + "/checkpoints"
 TRAIN_LOG = RUN + "/train_log.tsv"

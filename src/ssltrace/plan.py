@@ -31,6 +31,10 @@ def jobs_per_rule(cfg: dict) -> dict[str, int]:
     jobs.update({f"probe_{kind}": 1 for kind in layout.PROBES})
     jobs["collect_table"] = len(analyses)
     jobs.update({rule: runs for rule in ("pretrain", "extract", *analyses)})
+    targets = len(study.target_runs(cfg))  # random-target networks: pretrain runs + one rule
+    jobs["pretrain"] += targets
+    if targets and "random_targets" in analyses:
+        jobs["target_labels"] = 1
     jobs.update({row.rule: 1 for row in figure_table()})
     jobs["all"] = 1
     return jobs

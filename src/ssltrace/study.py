@@ -81,7 +81,10 @@ def training_images(cfg: Mapping[str, Any]) -> int:
 
 
 def settings_of(cfg: Mapping[str, Any], name: str) -> dict:
-    """`method_settings.<name>` ({} when the run has none)."""
+    """`method_settings.<name>` ({} when the run has none); for a random-target run, the
+    supervised run its `random_targets.network_settings` entry describes."""
+    if name in target_runs(cfg):
+        return target_entry(cfg, target_runs(cfg)[name])
     return cfg["method_settings"].get(name, {})
 
 
@@ -89,7 +92,7 @@ def method_of(cfg: Mapping[str, Any], name: str) -> str:
     """The registered method a run name trains: `method_settings.<name>.method`, else the name
     itself. Named variants (`vicreg_mu5: {method: vicreg, params: ...}`) make sweeps of one
     method runs of one study, each with its own folder, tables rows and legend entry."""
-    return cfg["method_settings"].get(name, {}).get("method", name)
+    return settings_of(cfg, name).get("method", name)
 
 
 def method_trains(cfg: Mapping[str, Any], name: str) -> bool:
@@ -100,7 +103,7 @@ def method_trains(cfg: Mapping[str, Any], name: str) -> bool:
 
 def method_train(cfg: Mapping[str, Any], name: str) -> dict:
     """`train` with the run's overrides merged in (name-aware, see config.deep_merge)."""
-    override = cfg["method_settings"].get(name, {}).get("train", {})
+    override = settings_of(cfg, name).get("train", {})
     return sslconfig.deep_merge(cfg["train"], override)
 
 
@@ -113,8 +116,8 @@ def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
     return {
         "method": method_of(cfg, name),
         "seed": int(seed),
-        "method_params": cfg["method_settings"].get(name, {}).get("params", {}),
-        "architecture": dict(cfg["architecture"]),
+        "method_params": settings_of(cfg, name).get("params", {}),
+        "architecture": dict(settings_of(cfg, name).get("architecture", cfg["architecture"])),
         "train": train,
         "augment": sslconfig.deep_merge(cfg["augment"], settings_of(cfg, name).get("augment", {})),
     }
@@ -236,3 +239,37 @@ def neural_images(cfg: Mapping[str, Any]) -> int:
         else:
             total += check_neural_file(path).responses.shape[1]
     return total + sum(behaviour_size(p) for p in behaviour_files(cfg).values())
+
+
+# Random-target networks (seed 004 §5): supervised runs of the study's DAG, named
+# `target_<network>`, trained with `random_targets.seed` on the pretraining set.
+TARGET_PREFIX = "target_"
+
+
+def target_runs(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Run name -> network name of every random-target network (`random_targets.networks`)."""
+    section = cfg.get("random_targets") or {}
+    return {f"{TARGET_PREFIX}{net}": net for net in section.get("networks", [])}
+
+
+def target_entry(cfg: Mapping[str, Any], network: str) -> dict:
+    """A random-target network as a run entry: {method: supervised, architecture, train,
+    augment?} from `random_targets.network_settings.<network>`."""
+    found = cfg["random_targets"]["network_settings"].get(network)
+    if found is None:
+        raise ConfigError(
+            f"config key 'random_targets.networks': {network!r} has no entry in "
+            "random_targets.network_settings"
+        )
+    return {"method": "supervised", **found}
+
+
+def target_epochs(cfg: Mapping[str, Any], run: str) -> list[int]:
+    """Checkpoints of a target run used as target sets (`random_targets.epochs`)."""
+    available = checkpoint_epochs(cfg, run)
+    choice = cfg["random_targets"]["epochs"]
+    if choice == "all":
+        return available
+    if isinstance(choice, dict):
+        return sorted(set(available[:: choice["every"]]) | {available[0], available[-1]})
+    return sorted(set(choice) & set(available) | {available[0], available[-1]})

@@ -38,11 +38,13 @@ CACHE = f"{R}/{layout.CACHE}"
 METHODS = CFG["methods"]
 SEEDS = CFG["seeds"]
 ANALYSES = registered()
+# Random-target networks (seed 004 §5) are runs of the pretrain rule, not studied runs.
+TARGET_RUNS = study.target_runs(CFG)
 FIGURES = figure_table()
 
 
 wildcard_constraints:
-    method="|".join(METHODS),
+    method="|".join([*METHODS, *TARGET_RUNS]),
     seed=r"\d+",
     probe="|".join(layout.PROBES),
     analysis="|".join(ANALYSES),
@@ -226,3 +228,28 @@ def figure_settings(row):
     figures draw them input -> output) and the config values the row labels."""
     settings = {**CFG["figures"], "layer_order": study.analysed_layers(CFG)}
     return as_json({**settings, **row.config_settings(CFG)})
+
+
+# Helpers of the random-target rule (workflow/rules/targets.smk).
+
+
+def target_checkpoints():
+    """{network: checkpoints folder} of every target run (seed `random_targets.seed`)."""
+    seed = CFG["random_targets"]["seed"]
+    return {
+        net: path(layout.CHECKPOINTS, method=run, seed=seed)
+        for run, net in TARGET_RUNS.items()
+    }
+
+
+def target_labels_settings():
+    """(what the labels depend on, where they are computed) of `ssltrace target-labels`."""
+    section = CFG["random_targets"]
+    what = {
+        "epochs": {n: study.target_epochs(CFG, r) for r, n in TARGET_RUNS.items()},
+        "last_epochs": {
+            n: study.checkpoint_epochs(CFG, r)[-1] for r, n in TARGET_RUNS.items()
+        },
+        "batch_size": section["batch_size"],
+    }
+    return what, {"device": section["device"]}

@@ -4,8 +4,8 @@ An analysis is a class behind the `ANALYSES` registry (`ssltrace.analysis`), def
 module of the same name beside the measures it applies. It declares
 
 - `inputs`: role -> what it reads of one run: `Activations(probe)` (one file per analysed
-  epoch), `ProbeFile(kind)` (a probe set) or `Artifact(analysis, array)` (another analysis's
-  matrix file of the same run);
+  epoch), `ProbeFile(kind)` (a probe set), `Artifact(analysis, array)` (another analysis's
+  matrix file of the same run) or `TargetLabels()` (the study's random-target label sets);
 - `arrays`: the matrix files it writes beside its table (`metrics/{name}/..._{array}.npz`);
 - `sections`: the config sections its settings come from (a change reruns it);
 - `resources`: what its job asks of a scheduler;
@@ -68,7 +68,16 @@ class Artifact:
         return layout.fill(layout.METRIC_ARRAYS, analysis=self.analysis, array=self.array)
 
 
-Input = Activations | ProbeFile | Artifact
+@dataclass(frozen=True)
+class TargetLabels:
+    """The random-target label sets of the known probe images (`ssltrace.targets`, seed 004
+    §5), one file for the study, written by the workflow's `target_labels` rule."""
+
+    def pattern(self) -> str:
+        return layout.TARGET_LABELS
+
+
+Input = Activations | ProbeFile | Artifact | TargetLabels
 
 
 @dataclass

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from ssltrace.models import res_lh, resnet_cifar  # noqa: F401  (register the architectures)
+from ssltrace.models import res_lh, resnet_cifar, vit  # noqa: F401  (register the architectures)
 from ssltrace.models.backbone import ARCHITECTURES, Backbone
 from ssltrace.models.heads import MLPHead
 
