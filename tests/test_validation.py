@@ -9,10 +9,14 @@ geometry. Training takes about a CPU minute, so the effects are modest; the marg
 standard errors of the measure (binomial for accuracies, the permutation null's spread for
 mutual information), not tuned constants.
 
-Training settings for a CPU minute: Adam at 3e-3 and crops of at least 25% of the image (the
-seed-000 preset's 8% crops learn more slowly). Measured on three data/training seeds (0, 1, 2)
-with the script of the issue-4/5 note, mean MI over layer2..head_fc1 rose by 0.26 to 0.49 bits
-and fine NCC by 0.02 (3 SE).
+Training settings for about a CPU minute: Adam at 3e-3, crops of at least 25% of the image
+(the seed-000 preset's 8% crops learn more slowly) and 12 epochs. The number of epochs matters
+more than it seems: SimCLR on this data takes off after about 5 epochs of the schedule, and a
+cosine schedule over 6 epochs has decayed by then. Measured on this 2-core AMD EPYC with torch
+2.14.1 (issue 22's note): after 6 epochs fine NCC rose only from 0.045 to 0.057 (under 2 SE),
+after 12 epochs to 0.200 (coarse 0.167 -> 0.526); the 5-shot pairwise error of layer4 fell
+from 0.441 to 0.229; the share of pairwise errors within a coarse class rose from 0.087
+(chance 4/49 = 0.082) to 0.134.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ssltrace.extract import extract_many
 from ssltrace.splits import write_probe, write_split
 from ssltrace.training import train_run
 
-EPOCHS = 6
+EPOCHS = 12
 PROBES = {
     "rdm": {"n_images": 96, "seed": 0, "groups": None, "dataset": "synthetic"},
     "known": {"train_per_class": 30, "test_per_class": 20, "seed": 0},
@@ -100,6 +104,7 @@ def _analyse(root: Path, method: str, probes: dict[str, Path]) -> dict[str, pd.D
     analyse("clustering", "cl", clustering, errors=out / "fs_errors.npz")
     tables = {name: pd.read_csv(out / f"{name}.tsv", sep="\t") for name in ("tr", "ge", "fs", "cl")}
     tables["clusters"] = out / "cl_clusters.npz"
+    tables["errors"] = out / "fs_errors.npz"
     return tables
 
 
@@ -157,28 +162,55 @@ def test_simclr_epoch_zero_is_an_untrained_network(study):
     np.testing.assert_allclose(start[DEEP[:2]], baseline[DEEP[:2]])
 
 
-def test_trained_few_shot_errors_cluster_closer_to_coarse_classes(study):
-    """Seed 000 Fig. 7 / Eq. 10: after SimCLR training, hierarchical clustering of the novel
-    classes' pairwise few-shot errors agrees better with their coarse classes.
+def _within_coarse_share(errors: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """Share of the off-diagonal pairwise errors [..., C, C] made between two classes of the
+    same coarse class."""
+    same = (coarse[:, None] == coarse[None, :]) & ~np.eye(len(coarse), dtype=bool)
+    off = ~np.eye(len(coarse), dtype=bool)
+    return (errors * same).sum(axis=(-2, -1)) / (errors * off).sum(axis=(-2, -1))
 
-    Compared on the mean MI over the deep layers. The margin is twice the standard deviation
-    of MI under the permutation null (the untrained clusters against shuffled coarse labels),
-    the size of a chance difference between two clusterings of these 50 classes.
+
+def test_trained_few_shot_errors_concentrate_within_coarse_classes(study):
+    """Seed 000 §2.6.1 and Fig. 7: after training, a novel class's few-shot errors fall more
+    often on classes of its own coarse class, the structure the error clustering recovers.
+
+    The share of off-diagonal pairwise errors within a coarse class, in every layer from
+    layer2 on, must exceed the untrained network's by twice the spread of that share under
+    shuffled coarse labels. The clustering's MI (the paper's Eq. 10 summary of the same
+    structure) is too coarse for this check on this data: random features already group the
+    synthetic novel classes by colour (MI 1.58 of 3.32 bits at initialisation) and a
+    clustering of 50 classes has a null spread (0.10 bits) as large as a CPU minute's gain;
+    the MI itself is validated on planted clusterings in test_clustering.py.
     """
-    trained = _values(study["simclr"]["cl"], "mi_bits", EPOCHS)[DEEP].mean()
-    untrained = _values(study["untrained"]["cl"], "mi_bits", 0)[DEEP]
-    clusters = np.load(study["untrained"]["clusters"])
+    trained, untrained = (np.load(study[m]["errors"]) for m in ("simclr", "untrained"))
+    coarse, layers = trained["class_coarse"], list(trained["layers"])
+    deep = [layers.index(layer) for layer in ["layer2", "layer3", *DEEP]]
+    after = _within_coarse_share(trained["errors"][-1], coarse)[deep]
+    before = _within_coarse_share(untrained["errors"][0], coarse)[deep]
+    rng = np.random.default_rng(0)
+    null = [
+        _within_coarse_share(untrained["errors"][0], rng.permutation(coarse))[deep]
+        for _ in range(300)
+    ]
+    margin = 2 * np.std(null, axis=0)
+    assert (after > before + margin).all(), (after, before, margin)
+
+
+def test_trained_error_clusters_match_coarse_classes_beyond_chance(study):
+    """The pipeline's clustering of the trained network's errors (deep layers) shares more
+    information with the coarse classes than clusterings under shuffled coarse labels."""
+    clusters = np.load(study["simclr"]["clusters"])
     coarse, layers = clusters["class_coarse"], list(clusters["layers"])
+    trained = _values(study["simclr"]["cl"], "mi_bits", EPOCHS)[DEEP].mean()
     rng = np.random.default_rng(0)
     null = [
         mutual_information_bits(
-            clusters["clusters"][0, layers.index(layer)], rng.permutation(coarse)
+            clusters["clusters"][-1, layers.index(layer)], rng.permutation(coarse)
         )
         for layer in DEEP
         for _ in range(300)
     ]
-    margin = 2 * np.std(null)
-    assert trained > untrained.mean() + margin, (trained, untrained, margin)
+    assert trained > np.mean(null) + 3 * np.std(null), (trained, np.mean(null), np.std(null))
 
 
 def test_trained_prototypes_make_fewer_pairwise_errors(study):
