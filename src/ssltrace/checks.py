@@ -37,6 +37,7 @@ def check(cfg: dict) -> None:
     _check_figures(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
+    _check_neighbours(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -271,3 +272,21 @@ def _component(key: str, check, *args) -> None:
         check(*args)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key '{key}': {message(exc)}") from None
+
+
+def _check_neighbours(cfg: dict) -> None:
+    """The kNN bank is the known probe's train part; quality neighbours come from the rest."""
+    known, settings = cfg["probes"]["known"], cfg["neighbours"]
+    classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    bank = classes * known["train_per_class"]
+    images = classes * (known["train_per_class"] + known["test_per_class"])
+    if settings["k"] > bank:
+        raise ConfigError(
+            f"config key 'neighbours.k' = {settings['k']}: larger than the {bank} images of "
+            "the known probe's train part (probes.known.train_per_class x known classes)"
+        )
+    if settings["quality_neighbours"] >= images:
+        raise ConfigError(
+            f"config key 'neighbours.quality_neighbours' = {settings['quality_neighbours']}: "
+            f"needs fewer than the {images} images of the known probe set"
+        )
