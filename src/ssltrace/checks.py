@@ -38,6 +38,7 @@ def check(cfg: dict) -> None:
     for method in cfg["methods"]:
         _check_method(cfg, method)
     _check_neighbours(cfg)
+    _check_orientation(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -289,4 +290,15 @@ def _check_neighbours(cfg: dict) -> None:
         raise ConfigError(
             f"config key 'neighbours.quality_neighbours' = {settings['quality_neighbours']}: "
             f"needs fewer than the {images} images of the known probe set"
+        )
+
+
+def _check_orientation(cfg: dict) -> None:
+    """Orientation layers must be extracted ones."""
+    wanted, analysed = cfg["orientation"]["layers"], study.analysed_layers(cfg)
+    unknown = [name for name in wanted or [] if name not in analysed]
+    if unknown:
+        raise ConfigError(
+            f"config key 'orientation.layers': layer {unknown[0]!r} is not extracted; "
+            f"expected some of {', '.join(analysed)} (extract.layers)"
         )
