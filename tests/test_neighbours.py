@@ -1,5 +1,7 @@
 """Neighbour structure (seed 003 Fig. 1b-c) against scikit-learn and brute-force definitions."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
@@ -40,8 +42,9 @@ def test_weighted_knn_matches_sklearn(k, tau, dtype):
     x, y = _clustered(6, 60, 12, rng, spread=2.0)
     y = y * 3 + 2  # labels need not be 0..C-1
     test = rng.random(y.size) < 0.3
-    ours = weighted_knn_predict(x[~test], y[~test], x[test], k=k, temperature=tau, dtype=dtype,
-                                chunk_size=17)  # fmt: skip
+    ours = weighted_knn_predict(
+        x[~test], y[~test], x[test], k=k, temperature=tau, dtype=dtype, chunk_size=17
+    )
     ref = _sklearn_knn(x[~test], y[~test], x[test], k, tau)
     assert 0.3 < np.mean(ref == y[test]) < 1.0  # neither trivial nor hopeless
     np.testing.assert_array_equal(ours, ref)
@@ -123,16 +126,27 @@ def test_rank_grid():
     assert grid[0] == 1 and grid[-1] == 10_000 and np.all(np.diff(grid) > 0) and grid.size <= 50
 
 
-SETTINGS = {"k": 5, "temperature": 0.07, "quality_neighbours": 3, "ranked_points": 8,
-            "dtype": "float64"}  # fmt: skip
+SETTINGS = {
+    "k": 5,
+    "temperature": 0.07,
+    "quality_neighbours": 3,
+    "ranked_points": 8,
+    "dtype": "float64",
+}
 
 
 def _activation_file(folder, epoch, rng):
     x, y = _clustered(3, 10, 4, rng)
     part = np.tile(np.arange(10) >= 7, 3).astype(np.int64)
-    arrays = {"layers": np.array(["a", "b"]), "a": x.astype(np.float32),
-              "b": np.abs(x).astype(np.float32), "labels": y, "part": part,
-              "epoch": np.int64(epoch), "cache_key": np.array(f"key{epoch}")}  # fmt: skip
+    arrays = {
+        "layers": np.array(["a", "b"]),
+        "a": x.astype(np.float32),
+        "b": np.abs(x).astype(np.float32),
+        "labels": y,
+        "part": part,
+        "epoch": np.int64(epoch),
+        "cache_key": np.array(f"key{epoch}"),
+    }
     save_npz(folder / f"epoch_{epoch:03d}.npz", arrays)
     return arrays
 
@@ -142,8 +156,9 @@ def test_neighbours_analysis_rows_and_array(tmp_path):
     folder = tmp_path / "known"
     folder.mkdir()
     acts = [_activation_file(folder, e, rng) for e in (0, 2)]
-    job = Job("simclr", 1, [0, 2], {"known": folder}, cache_dir=tmp_path / "cache",
-              log=lambda m: None)  # fmt: skip
+    job = Job(
+        "simclr", 1, [0, 2], {"known": folder}, cache_dir=tmp_path / "cache", log=lambda m: None
+    )
     table, ranked = tmp_path / "t.tsv", tmp_path / "ranked.npz"
     run_job(Neighbours(SETTINGS), job, table, {"ranked": ranked})
     frame = read(table)
@@ -163,3 +178,20 @@ def test_neighbours_analysis_rows_and_array(tmp_path):
     # a rerun hits the per-epoch cache and gives the same table
     run_job(Neighbours(SETTINGS), job, tmp_path / "t2.tsv", {"ranked": tmp_path / "r2.npz"})
     assert read(tmp_path / "t2.tsv").equals(frame)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"neighbours": {"k": 161}}, "neighbours.k"),  # ci: 4 x 5 classes x 8 train images
+        ({"neighbours": {"quality_neighbours": 240}}, "neighbours.quality_neighbours"),
+        ({"neighbours": {"temperature": 0}}, "neighbours"),
+    ],
+)
+def test_bad_neighbour_settings_name_the_key(override, key):
+    from ssltrace import study
+    from ssltrace.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        root = Path(__file__).resolve().parents[1]
+        study.load(root / "config.yaml", root / "presets/ci.yaml", overrides=override)

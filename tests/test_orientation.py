@@ -1,6 +1,8 @@
 """Orientation selectivity (seed 003 ED Fig. 11): circular variance by hand, on a layer of
 Gabor filters against its closed form, and on an isotropic filter."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -167,3 +169,20 @@ def test_gratings_probe_is_written_at_the_dataset_image_size(tmp_path):
     assert probe["images"].shape == (48, 24, 24, 3)
     assert 60 <= probe["images"].min() and probe["images"].max() <= 192  # half contrast
     np.testing.assert_array_equal(np.unique(probe["labels"]), np.arange(8))
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"orientation": {"layers": ["layer9"]}}, "orientation.layers"),
+        ({"probes": {"gratings": {"orientations": 4}}}, "probes.gratings.orientations"),
+        ({"probes": {"gratings": {"frequencies": [0]}}}, "probes.gratings.frequencies"),
+    ],
+)
+def test_bad_orientation_settings_name_the_key(override, key):
+    from ssltrace import study
+    from ssltrace.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        root = Path(__file__).resolve().parents[1]
+        study.load(root / "config.yaml", root / "presets/ci.yaml", overrides=override)

@@ -1,0 +1,61 @@
+"""Synthetic seed 003 tables and matrix files (neighbours, orientation) for the figure tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ssltrace import io, tables
+
+
+def write(root, methods, seeds, run_epochs, layers) -> dict[str, dict]:
+    """{analysis: {"table": path, "ranked:METHOD:SEED": path, ...}} in the documented formats."""
+    rng = np.random.default_rng(3)
+    rows = {"neighbours": [], "orientation": []}
+    inputs = {"neighbours": {}, "orientation": {}}
+    ranks = np.unique(np.round(np.geomspace(1, 239, 40)).astype(np.int64))
+    for method in methods:
+        for seed in seeds:
+            epochs = run_epochs(method)
+            ranked = np.zeros((len(epochs), len(layers), ranks.size))
+            for e, epoch in enumerate(epochs):
+                for li, layer in enumerate(layers):
+                    knn = min(1.0, 0.2 + 0.1 * epoch + 0.03 * li + rng.uniform(0, 0.03))
+                    quality = 0.6 * knn
+                    cv = max(0.05, 0.9 - 0.1 * epoch - 0.02 * li + rng.uniform(0, 0.03))
+                    ranked[e, li] = 0.9 - (0.1 + 0.05 * epoch) * np.log(ranks) / np.log(239)
+                    found = [
+                        ("neighbours", "fine", "knn_accuracy", knn),
+                        ("neighbours", "fine", "neighbour_quality", quality),
+                        ("orientation", "gratings", "cv_median", cv),
+                        ("orientation", "gratings", "cv_q25", cv - 0.1),
+                        ("orientation", "gratings", "cv_q75", cv + 0.05),
+                        ("orientation", "gratings", "responsive_units", 0.9),
+                    ]
+                    for analysis, probe, metric, value in found:
+                        rows[analysis].append(
+                            dict(
+                                method=method,
+                                seed=seed,
+                                epoch=epoch,
+                                layer=layer,
+                                probe=probe,
+                                metric=metric,
+                                value=value,
+                            )
+                        )
+            path = root / "metrics" / "neighbours" / method / f"seed{seed}_ranked.npz"
+            io.save_npz(
+                path,
+                {
+                    "ranked": ranked,
+                    "ranks": ranks,
+                    "epochs": np.array(epochs),
+                    "layers": np.array(layers),
+                },
+            )
+            inputs["neighbours"][f"ranked:{method}:{seed}"] = path
+    for name, found in rows.items():
+        path = root / "tables" / f"{name}.tsv"
+        io.save_table(path, tables.frame(found).sort_values(tables.COLUMNS[:-1], kind="stable"))
+        inputs[name]["table"] = path
+    return inputs
