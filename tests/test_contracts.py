@@ -13,7 +13,7 @@ import pytest
 
 from ssltrace import config, layout
 from ssltrace.analysis import registered
-from ssltrace.analysis.base import Activations, Analysis, Artifact, ProbeFile
+from ssltrace.analysis.base import Activations, Analysis, Artifact, Checkpoints, ProbeFile
 from ssltrace.figures import FIGURES
 from ssltrace.figures.table import figure_table, parse_input
 
@@ -144,7 +144,7 @@ def test_analysis_declarations_are_complete_and_consistent(name):
     assert cls.sections and all(section in schema for section in cls.sections)
     assert {"mem_mb", "runtime"} <= set(cls.resources)
     for role, spec in cls.inputs.items():
-        assert isinstance(spec, Activations | ProbeFile | Artifact), role
+        assert isinstance(spec, Activations | ProbeFile | Artifact | Checkpoints), role
         if isinstance(spec, Activations):
             assert spec.probe in layout.PROBES
         elif isinstance(spec, ProbeFile):
