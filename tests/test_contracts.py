@@ -149,7 +149,7 @@ def test_analysis_declarations_are_complete_and_consistent(name):
             assert spec.probe in layout.PROBES
         elif isinstance(spec, ProbeFile):
             assert spec.kind in layout.PROBES
-        else:
+        elif isinstance(spec, Artifact):
             assert spec.array in registered().get(spec.analysis).arrays
 
 
