@@ -59,3 +59,41 @@ def write(root, methods, seeds, run_epochs, layers) -> dict[str, dict]:
         io.save_table(path, tables.frame(found).sort_values(tables.COLUMNS[:-1], kind="stable"))
         inputs[name]["table"] = path
     return inputs
+
+
+def write_units(root, methods, seeds, run_epochs) -> dict[str, dict]:
+    """Per-run matrix files of the mds, filters and stimuli analyses."""
+    rng = np.random.default_rng(4)
+    inputs = {"mds": {}, "filters": {}, "stimuli": {}}
+    coarse = np.repeat(np.arange(4), 10)
+    for method in methods:
+        for seed in seeds:
+            epochs = run_epochs(method)
+            shown = np.array(sorted({epochs[0], epochs[-1]}))
+            arrays = {
+                "mds": {
+                    "embedding": rng.normal(size=(len(shown), 1, 40, 2)),
+                    "epochs": shown,
+                    "layers": np.array(["pool"]),
+                    "labels": coarse * 2,
+                    "coarse": coarse,
+                    "coarse_names": np.array(["fish", "flowers", "insects", "trees"]),
+                },
+                "filters": {
+                    "filters": rng.normal(size=(len(shown), 8, 3, 3, 3)),
+                    "epochs": shown,
+                    "layer": np.array("stem"),
+                },
+                "stimuli": {
+                    "stimuli": rng.uniform(size=(1, 2, 3, 16, 16, 3)),
+                    "epochs": shown[-1:],
+                    "layers": np.array(["layer2", "layer4"]),
+                    "channels": np.array([0, 1, 2]),
+                },
+            }
+            for name, found in arrays.items():
+                array = {"mds": "embedding", "filters": "filters", "stimuli": "stimuli"}[name]
+                path = root / "metrics" / name / method / f"seed{seed}_{array}.npz"
+                io.save_npz(path, found)
+                inputs[name][f"{array}:{method}:{seed}"] = path
+    return inputs

@@ -214,6 +214,7 @@ def write_study(root, seeds=(0, 1)):
         io.save_table(path, tables.frame(found).sort_values(tables.COLUMNS[:-1], kind="stable"))
         inputs[name]["table"] = path
     inputs.update(seed003_study.write(root, METHODS, seeds, run_epochs, LAYERS))
+    inputs.update(seed003_study.write_units(root, METHODS, seeds, run_epochs))
     return inputs
 
 
