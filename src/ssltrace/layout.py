@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # Probe sets extracted for every checkpoint (written by ssltrace.splits, ARCHITECTURE.md).
-PROBES = ("novel", "human", "rdm", "known", "sample", "gratings")
+PROBES = ("novel", "human", "rdm", "known", "sample", "gratings", "objects")
 
 DATASET = "data/{dataset}.npz"
 HUMAN = "data/human_{human}.npz"

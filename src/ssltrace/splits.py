@@ -225,6 +225,10 @@ def write_probe(
             options["seed"],
             options.get("augment"),
         )
+    elif kind == "objects":
+        from ssltrace.analysis.transfer import object_probe
+
+        probe = object_probe(**options)
     elif kind == "gratings":
         from ssltrace.analysis.orientation import grating_probe
 

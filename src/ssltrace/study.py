@@ -164,6 +164,7 @@ def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
         "rdm": p["rdm"]["n_images"],
         "known": per_coarse * cfg["split"]["n_known"] * known,
         "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
+        "objects": p["objects"]["n_images"],
         "gratings": p["gratings"]["orientations"]
         * len(p["gratings"]["frequencies"])
         * p["gratings"]["phases"],
