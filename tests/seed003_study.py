@@ -10,8 +10,8 @@ from ssltrace import io, tables
 def write(root, methods, seeds, run_epochs, layers) -> dict[str, dict]:
     """{analysis: {"table": path, "ranked:METHOD:SEED": path, ...}} in the documented formats."""
     rng = np.random.default_rng(3)
-    rows = {"neighbours": [], "orientation": []}
-    inputs = {"neighbours": {}, "orientation": {}}
+    rows = {"neighbours": [], "orientation": [], "transfer": []}
+    inputs = {"neighbours": {}, "orientation": {}, "transfer": {}}
     ranks = np.unique(np.round(np.geomspace(1, 239, 40)).astype(np.int64))
     for method in methods:
         for seed in seeds:
@@ -30,7 +30,15 @@ def write(root, methods, seeds, run_epochs, layers) -> dict[str, dict]:
                         ("orientation", "gratings", "cv_q25", cv - 0.1),
                         ("orientation", "gratings", "cv_q75", cv + 0.05),
                         ("orientation", "gratings", "responsive_units", 0.9),
+                        ("transfer", "heldout", "position_r", knn - 0.1),
+                        ("transfer", "heldout", "pose_r", knn - 0.3),
                     ]
+                    if li == len(layers) - 2:  # the best layer's rows
+                        found += [
+                            ("transfer", "heldout", "position_r_best", knn - 0.1),
+                            ("transfer", "heldout", "pose_r_best", knn - 0.3),
+                            ("transfer", "heldout", "scale_r_best", knn - 0.2),
+                        ]
                     for analysis, probe, metric, value in found:
                         rows[analysis].append(
                             dict(

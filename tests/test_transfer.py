@@ -130,3 +130,21 @@ def test_planted_layers_are_found(tmp_path):
     assert best.loc["position_r_best", "layer"] == "where"
     assert best.loc["pose_r_best", "layer"] == "pose"
     assert best.loc["position_r_best", "value"] == value[("where", "heldout", "position_r")]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"probes": {"objects": {"n_images": 16, "fractions": [8, 1, 1]}}}, "fractions"),
+        ({"probes": {"objects": {"file": "/nonexistent/objects.npz"}}}, "probes.objects.file"),
+    ],
+)
+def test_bad_object_settings_name_the_key(override, key):
+    from pathlib import Path
+
+    from ssltrace import study
+    from ssltrace.config import ConfigError
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match=key):
+        study.load(root / "config.yaml", root / "presets/ci.yaml", overrides=override)

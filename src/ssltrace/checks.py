@@ -39,6 +39,7 @@ def check(cfg: dict) -> None:
         _check_method(cfg, method)
     _check_neighbours(cfg)
     _check_orientation(cfg)
+    _check_objects(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -302,3 +303,20 @@ def _check_orientation(cfg: dict) -> None:
             f"config key 'orientation.layers': layer {unknown[0]!r} is not extracted; "
             f"expected some of {', '.join(analysed)} (extract.layers)"
         )
+
+
+def _check_objects(cfg: dict) -> None:
+    """The object set's three parts need images each; a user file must exist."""
+    objects = cfg["probes"]["objects"]
+    if objects["file"] is not None:
+        if not Path(objects["file"]).is_file():
+            raise ConfigError(f"config key 'probes.objects.file': {objects['file']} does not exist")
+        return
+    from ssltrace.analysis.transfer import split_parts
+
+    try:
+        split_parts(objects["n_images"], objects["fractions"], objects["seed"])
+    except ValueError as error:
+        raise ConfigError(
+            f"config key 'probes.objects.fractions' = {objects['fractions']}: {error}"
+        ) from None

@@ -2,9 +2,10 @@
 
 Fig. 1b: mean ranked cosine similarity before and after training (left) and neighbour
 quality along training (right); Fig. 1c: weighted-kNN accuracy by method; Extended Data
-Fig. 11: orientation selectivity (median circular variance of an early layer) and kNN
-accuracy along training. Line figures show the deep layer (the backbone output) unless
-`figures.deep_layer` names another, and the early layer unless `figures.early_layer` does.
+Fig. 11: orientation selectivity (median circular variance of an early layer), kNN accuracy
+and object-position transfer along training; Fig. 1e: position/pose transfer by method.
+Line figures show the deep layer (the backbone output) unless `figures.deep_layer` names
+another, and the early layer unless `figures.early_layer` does.
 """
 
 from __future__ import annotations
@@ -117,32 +118,79 @@ def knn_by_method(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     return style.save(fig, stem, *readers.formats(settings))
 
 
+@FIGURES.register("transfer_by_method")
+def transfer_by_method(inputs: dict, stem: Path, settings: dict) -> list[Path]:
+    """Seed 003 Fig. 1e: held-out Pearson r of object position, pose and scale regressed from
+    each run's best layer (chosen on a separate split) at its final epoch; bars per method
+    (mean ± SD over seeds), dots the seeds.
+
+    Input `table` (transfer.tsv).
+    """
+    measures = [
+        ("position_r_best", "Object position"),
+        ("pose_r_best", "Object pose"),
+        ("scale_r_best", "Object size"),
+    ]
+    data = readers.final_epoch(readers.read_metrics(inputs, [m for m, _ in measures]))
+    methods = style.ordered_methods(data["method"])
+    colours = style.method_palette(methods)
+    fig, axes = style.panels(1, 3, (11.0, 3.4), sharey=True)
+    xs = np.arange(len(methods))
+    for ax, (metric, title) in zip(axes[0], measures, strict=True):
+        rows = data[data["metric"] == metric]
+        stats = style.summarise(rows, ["method"]).set_index("method").reindex(methods)
+        ax.bar(
+            xs,
+            stats["mean"],
+            yerr=stats["std"].fillna(0),
+            capsize=3,
+            color=[colours[m] for m in methods],
+        )
+        for x, method in zip(xs, methods, strict=True):
+            seeds = rows[rows["method"] == method]["value"]
+            ax.scatter(np.full(len(seeds), x), seeds, color="0.2", s=8, zorder=3)
+        ax.set_xticks(xs, methods, rotation=30, ha="right")
+        ax.set_title(title, fontsize=9)
+        sns.despine(ax=ax)
+    axes[0, 0].set_ylabel("Pearson r, held-out images\n(best layer)")
+    style.method_legend(fig, colours, title=f"Method\n({_note(data)})", loc="outside right upper")
+    fig.suptitle("Transfer to object position and pose (seed 003 Fig. 1e)")
+    return style.save(fig, stem, *readers.formats(settings))
+
+
 @FIGURES.register("development")
 def development(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 003 Extended Data Fig. 11: along training, the median circular variance of the
     early layer's units (lower = more orientation selective; band: ± 1 SD over seeds of the
-    median) and the deep layer's weighted-kNN accuracy.
+    median), the deep layer's weighted-kNN accuracy and the held-out object-position r of
+    each run's best layer.
 
-    Inputs `orientation` (orientation.tsv) and `table` (neighbours.tsv). Settings
-    `early_layer`, `deep_layer`.
+    Inputs `orientation` (orientation.tsv), `table` (neighbours.tsv), `transfer`
+    (transfer.tsv). Settings `early_layer`, `deep_layer`.
     """
     cv = readers.read_metrics(inputs, ["cv_median"], role="orientation")
     early = readers.early_deep(settings, readers.layer_order(settings, cv["layer"]))[0]
     knn, deep = readers.deep_layer_rows(inputs, ["knn_accuracy"], settings)
-    colours = style.method_palette(style.ordered_methods(set(cv["method"]) | set(knn["method"])))
-    fig, axes = style.panels(1, 2, (10.0, 3.4), sharex=True)
+    position = readers.read_metrics(inputs, ["position_r_best"], role="transfer")
+    found = [cv, knn, position]
+    colours = style.method_palette(style.ordered_methods(set(pd.concat(found)["method"])))
+    fig, axes = style.panels(1, 3, (13.0, 3.4), sharex=True)
     panels = (
-        (cv[cv["layer"] == early], f"Median circular variance\n({early}; 1 = unselective)"),
-        (knn, f"Weighted kNN accuracy\n({deep})"),
+        (
+            cv[cv["layer"] == early],
+            f"Median circular variance\n({early}; 1 = unselective)",
+            "Orientation selectivity",
+        ),
+        (knn, f"Weighted kNN accuracy\n({deep})", "Object categorisation"),
+        (position, "Pearson r, held-out images\n(best layer)", "Object position"),
     )
-    for ax, (rows, label) in zip(axes[0], panels, strict=True):
+    for ax, (rows, label, title) in zip(axes[0], panels, strict=True):
         style.mean_sd_lines(ax, rows, "epoch", colours, marker=".")
         ax.set_ylabel(label)
+        ax.set_title(title, fontsize=9)
         style.epoch_axis(ax)
         sns.despine(ax=ax)
-    axes[0, 0].set_title("Orientation selectivity", fontsize=9)
-    axes[0, 1].set_title("Object categorisation", fontsize=9)
-    note = _note(pd.concat([cv, knn]))
+    note = _note(pd.concat(found))
     style.method_legend(fig, colours, title=f"Method\n({note})", loc="outside right upper")
     fig.suptitle("Training trajectories (seed 003 Extended Data Fig. 11)")
     return style.save(fig, stem, *readers.formats(settings))
