@@ -13,7 +13,14 @@ import pytest
 
 from ssltrace import config, layout
 from ssltrace.analysis import registered
-from ssltrace.analysis.base import Activations, Analysis, Artifact, ProbeFile, TargetLabels
+from ssltrace.analysis.base import (
+    Activations,
+    Analysis,
+    Artifact,
+    Checkpoints,
+    ProbeFile,
+    TargetLabels,
+)
 from ssltrace.figures import FIGURES
 from ssltrace.figures.table import figure_table, parse_input
 
@@ -144,13 +151,17 @@ def test_analysis_declarations_are_complete_and_consistent(name):
     assert cls.sections and all(section in schema for section in cls.sections)
     assert {"mem_mb", "runtime"} <= set(cls.resources)
     for role, spec in cls.inputs.items():
-        assert isinstance(spec, Activations | ProbeFile | Artifact | TargetLabels), role
+        assert isinstance(spec, Activations | ProbeFile | Artifact | TargetLabels | Checkpoints), (
+            role
+        )
         if isinstance(spec, Activations):
             assert spec.probe in layout.PROBES
         elif isinstance(spec, ProbeFile):
             assert spec.kind in layout.PROBES
         elif isinstance(spec, TargetLabels):
             assert spec.pattern() == layout.TARGET_LABELS
+        elif isinstance(spec, Checkpoints):
+            assert spec.pattern() == layout.CHECKPOINTS
         else:
             assert spec.array in registered().get(spec.analysis).arrays
 

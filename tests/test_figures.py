@@ -10,6 +10,7 @@ from matplotlib.collections import PolyCollection
 from ssltrace import io, tables
 from ssltrace.figures import FIGURES, matrixplot, readers, style
 from ssltrace.figures.table import figure_table
+from tests import seed003_study
 
 LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4", "pool", "head_fc1"]
 METHODS = ["simclr", "byol", "supervised", "untrained"]
@@ -263,6 +264,8 @@ def write_study(root, seeds=(0, 1)):
         # Sorted like `tables.concat`: layers end up alphabetical, not input -> output.
         io.save_table(path, tables.frame(found).sort_values(tables.COLUMNS[:-1], kind="stable"))
         inputs[name]["table"] = path
+    inputs.update(seed003_study.write(root, METHODS, seeds, run_epochs, LAYERS))
+    inputs.update(seed003_study.write_units(root, METHODS, seeds, run_epochs))
     return inputs
 
 
@@ -272,8 +275,8 @@ def write_study(root, seeds=(0, 1)):
 SEED003 = {row.draw for row in figure_table() if row.stem.startswith("seed003/")}
 FIGURE_INPUTS = {
     row.draw: [
-        (spec.analysis or "logs", "runs" if spec.per_run else "table")
-        for spec in row.inputs.values()
+        (role, spec.analysis or "logs", "runs" if spec.per_run else "table")
+        for role, spec in row.inputs.items()
     ]
     for row in figure_table()
     if row.draw not in SEED003
@@ -295,9 +298,12 @@ LINE_FIGURES = [
 
 def figure_inputs(study: dict, name: str) -> dict:
     out = {}
-    for analysis, kind in FIGURE_INPUTS[name]:
+    for role, analysis, kind in FIGURE_INPUTS[name]:
         found = study[analysis]
-        out.update({k: v for k, v in found.items() if (k == "table") == (kind == "table")})
+        if kind == "table":  # a study table goes in under its role (most figures: `table`)
+            out[role] = found["table"]
+        else:
+            out.update({k: v for k, v in found.items() if k != "table"})
     return out
 
 

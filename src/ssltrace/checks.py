@@ -40,6 +40,9 @@ def check(cfg: dict) -> None:
     _check_neural(cfg)
     _check_analysis_layers(cfg)
     _check_random_targets(cfg)
+    _check_neighbours(cfg)
+    _check_orientation(cfg)
+    _check_objects(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -376,3 +379,49 @@ def _check_random_targets(cfg: dict) -> None:
             _check_method(cfg, run)
         except ConfigError as error:
             raise ConfigError(f"random-target network {network!r} (run {run}): {error}") from None
+
+
+def _check_neighbours(cfg: dict) -> None:
+    """The kNN bank is the known probe's train part; quality neighbours come from the rest."""
+    known, settings = cfg["probes"]["known"], cfg["neighbours"]
+    classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    bank = classes * known["train_per_class"]
+    images = classes * (known["train_per_class"] + known["test_per_class"])
+    if settings["k"] > bank:
+        raise ConfigError(
+            f"config key 'neighbours.k' = {settings['k']}: larger than the {bank} images of "
+            "the known probe's train part (probes.known.train_per_class x known classes)"
+        )
+    if settings["quality_neighbours"] >= images:
+        raise ConfigError(
+            f"config key 'neighbours.quality_neighbours' = {settings['quality_neighbours']}: "
+            f"needs fewer than the {images} images of the known probe set"
+        )
+
+
+def _check_orientation(cfg: dict) -> None:
+    """Orientation layers must be extracted ones."""
+    wanted, analysed = cfg["orientation"]["layers"], study.analysed_layers(cfg)
+    unknown = [name for name in wanted or [] if name not in analysed]
+    if unknown:
+        raise ConfigError(
+            f"config key 'orientation.layers': layer {unknown[0]!r} is not extracted; "
+            f"expected some of {', '.join(analysed)} (extract.layers)"
+        )
+
+
+def _check_objects(cfg: dict) -> None:
+    """The object set's three parts need images each; a user file must exist."""
+    objects = cfg["probes"]["objects"]
+    if objects["file"] is not None:
+        if not Path(objects["file"]).is_file():
+            raise ConfigError(f"config key 'probes.objects.file': {objects['file']} does not exist")
+        return
+    from ssltrace.analysis.transfer import split_parts
+
+    try:
+        split_parts(objects["n_images"], objects["fractions"], objects["seed"])
+    except ValueError as error:
+        raise ConfigError(
+            f"config key 'probes.objects.fractions' = {objects['fractions']}: {error}"
+        ) from None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 # Probe sets extracted for every checkpoint (written by ssltrace.splits, ARCHITECTURE.md;
 # `neural`: the images of the config's neural and behaviour datasets, ssltrace.data.neural).
-PROBES = ("novel", "human", "rdm", "known", "sample", "neural")
+PROBES = ("novel", "human", "rdm", "known", "sample", "neural", "gratings", "objects")
 
 DATASET = "data/{dataset}.npz"
 HUMAN = "data/human_{human}.npz"

@@ -191,7 +191,7 @@ def sample_probe(
 
 
 # Probe kinds (ssltrace.layout.PROBES) drawn with the known/novel split; `human` is drawn from
-# the human-comparison file, `rdm` from the dataset alone.
+# the human-comparison file, `rdm` from the dataset alone, `gratings` made at its image size.
 FROM_SPLIT = ("novel", "known", "sample")
 
 
@@ -225,6 +225,14 @@ def write_probe(
             options["seed"],
             options.get("augment"),
         )
+    elif kind == "objects":
+        from ssltrace.analysis.transfer import object_probe
+
+        probe = object_probe(**options)
+    elif kind == "gratings":
+        from ssltrace.analysis.orientation import grating_probe
+
+        probe = grating_probe(int(data["train_images"].shape[1]), **options)
     else:
         raise ValueError(f"unknown probe set {kind!r}; expected one of {', '.join(PROBES)}")
     io.save_npz(out, probe)

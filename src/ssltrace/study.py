@@ -169,6 +169,10 @@ def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
         "known": per_coarse * cfg["split"]["n_known"] * known,
         "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
         "neural": neural_images(cfg),
+        "objects": p["objects"]["n_images"],
+        "gratings": p["gratings"]["orientations"]
+        * len(p["gratings"]["frequencies"])
+        * p["gratings"]["phases"],
     }
 
 

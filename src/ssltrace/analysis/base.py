@@ -77,7 +77,15 @@ class TargetLabels:
         return layout.TARGET_LABELS
 
 
-Input = Activations | ProbeFile | Artifact | TargetLabels
+class Checkpoints:
+    """The run's checkpoint folder (one epoch_EEE.pt per analysed epoch), for analyses of the
+    weights or of the network itself rather than of extracted activations."""
+
+    def pattern(self) -> str:
+        return layout.CHECKPOINTS
+
+
+Input = Activations | ProbeFile | Artifact | TargetLabels | Checkpoints
 
 
 @dataclass
@@ -261,3 +269,61 @@ def tidy(method: str, seed: int, rows: Sequence[Row]) -> list[dict]:
         }
         for epoch, layer, probe, metric, value in rows
     ]
+
+
+class PerCheckpointAnalysis(Analysis):
+    """An analysis that measures each analysed checkpoint on its own (its weights, or the
+    network built from them): `epoch(checkpoint)` gets the checkpoint's dict (`io.torch_load`,
+    weights_only) and returns rows and arrays like `PerEpochAnalysis.epoch`; results are
+    cached under the checkpoint file's digest and `cache_settings()`, and the array named
+    `stacked` is stacked over epochs into the first of `arrays`. `chosen_epochs(job)` may
+    restrict the epochs measured (default: every analysed epoch)."""
+
+    stacked: ClassVar[str | None] = None
+
+    def cache_settings(self) -> Any:
+        return self.settings
+
+    def chosen_epochs(self, job: Job) -> list[int]:
+        return list(job.epochs)
+
+    def epoch(self, checkpoint: dict) -> tuple[EpochRows, dict]:
+        raise NotImplementedError
+
+    def run(self, job: Job) -> Result:
+        role = next(r for r, spec in self.inputs.items() if isinstance(spec, Checkpoints))
+        folder = job.inputs[role]
+        cache = EpochCache(job.cache_dir, self.name, log=job.log)
+        results = []
+        for path in layout.epoch_files(folder, self.chosen_epochs(job), ".pt"):
+            key = make_key(self.name, checkpoint_digest(path, folder), self.cache_settings())
+            hit = cache.load_result(key)
+            if hit is None:
+                rows, arrays = self.epoch(read_checkpoint(path, folder))
+                cache.save_result(key, [list(r) for r in rows], arrays)
+            else:
+                rows, arrays = [tuple(r) for r in hit[0]], hit[1]
+            job.log(f"{self.name} {path.name}: {'cached' if hit else f'{len(rows)} values'}")
+            results.append(EpochResult(role, int(arrays["epoch"]), rows, arrays))
+        out = Result([(r.epoch, *row) for r in results for row in r.rows])
+        if self.stacked is not None and results:
+            out.arrays[self.arrays[0]] = stack(results, self.stacked)
+        return out
+
+
+def checkpoint_digest(path: Path, folder: Path) -> str:
+    if not path.is_file():
+        error = io.ArtifactReadError(f"checkpoint {path} is missing", path, advice=False)
+        raise error.remove_folder(folder)
+    return file_digest(path)
+
+
+def read_checkpoint(path: Path, folder: Path) -> dict:
+    """A checkpoint (`io.torch_load`, verified, weights only). A damaged one also removes
+    `folder`, the training output holding it, so that the workflow's next run restores it."""
+    try:
+        return io.torch_load(path)
+    except io.ArtifactReadError as error:
+        if error.removed:
+            raise error.remove_folder(folder) from error.__cause__
+        raise

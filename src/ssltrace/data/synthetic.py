@@ -585,3 +585,63 @@ def human_set(seed: int = 0, per_class: int = 1000, annotators: int = 50) -> dic
         "class_names": np.array(HUMAN_CLASSES),
         "human_counts": counts.astype(np.float64),
     }
+
+
+# ----------------------------------------------------------------------------- object set
+# Seed 003's position/pose transfer (Fig. 1e, Methods) regresses an object's position and pose
+# from a layer's spatially averaged output. The textures above fill the image, so their
+# "position" is a phase; this set places one textured object (an ellipse of aspect 1:2 cut
+# from a texture of one of the 20 families) on a lower-contrast texture background, at a
+# recorded position, size and in-plane rotation. Its own random stream (3, ...) leaves every
+# other image of this module unchanged.
+OBJECT_POSITION = (8.0, 24.0)  # centre x and y, pixels from the top-left corner
+OBJECT_SCALE = (5.0, 10.0)  # semi-major axis, pixels
+OBJECT_ASPECT = 0.5  # semi-minor / semi-major axis
+
+
+def object_set(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """n images [n, 32, 32, 3] uint8 of one textured ellipse on a textured background, with
+    per image `position` float [n, 2] (x, y of the centre in pixels), `scale` [n] (semi-major
+    axis in pixels), `rotation` [n] (angle of the major axis from the x axis, radians in
+    [0, π): an ellipse is the same turned by π) and `labels` [n] (the object's family)."""
+    n, seed = _check_count("n", n), _check_seed(seed)
+    parts = {k: [] for k in ("images", "position", "scale", "rotation", "labels")}
+    for rng, m in _streams(seed, (3,), n):
+        family = rng.integers(0, len(FAMILIES), m)
+        ground = (family + rng.integers(1, len(FAMILIES), m)) % len(FAMILIES)
+        position = rng.uniform(*OBJECT_POSITION, (m, 2))
+        scale = rng.uniform(*OBJECT_SCALE, m)
+        rotation = rng.uniform(0, np.pi, m)
+        inside = _ellipse_mask(position, scale, rotation)
+        obj = _family_images(rng, family).astype(np.float32)
+        back = 0.5 * _family_images(rng, ground).astype(np.float32) + 64.0
+        image = inside[..., None] * obj + (1 - inside[..., None]) * back
+        parts["images"].append(np.clip(np.round(image), 0, 255).astype(np.uint8))
+        for key, value in zip(
+            ("position", "scale", "rotation", "labels"),
+            (position, scale, rotation, family),
+            strict=True,
+        ):
+            parts[key].append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _family_images(rng: np.random.Generator, family: np.ndarray) -> np.ndarray:
+    """One texture image per entry of `family` (a random fine level of that family)."""
+    out = np.zeros((family.size, SIZE, SIZE, 3), np.uint8)
+    for k in np.unique(family):
+        where = np.flatnonzero(family == k)
+        out[where] = _render(FAMILIES[k].render, rng, where.size, rng.random(where.size))
+    return out
+
+
+def _ellipse_mask(position: np.ndarray, scale: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Soft (one-pixel edge) masks [n, 32, 32] of the rotated ellipses."""
+    x, y = _GRIDS[1]
+    dx = x[None] - position[:, 0, None, None]
+    dy = y[None] - position[:, 1, None, None]
+    c, s = np.cos(rotation)[:, None, None], np.sin(rotation)[:, None, None]
+    a = scale[:, None, None]
+    along, across = dx * c + dy * s, -dx * s + dy * c
+    radius = np.sqrt((along / a) ** 2 + (across / (OBJECT_ASPECT * a)) ** 2)
+    return np.clip((1 - radius) * OBJECT_ASPECT * a + 0.5, 0.0, 1.0).astype(np.float32)
