@@ -20,8 +20,11 @@ ALL = [
     "colorization",
     "cpc",
     "deepcluster",
+    "few_label",
     "instance_recognition",
     "local_aggregation",
+    "local_label_propagation",
+    "mean_teacher",
     "moco_v2",
     "relative_position",
     "simclr",
@@ -43,6 +46,7 @@ SMALL = {  # shrink the wide default projectors so the tests stay fast
     "instance_recognition": {"proj_dim": 16},
     "local_aggregation": {"proj_dim": 16},
     "cmc": {"negatives": 4},
+    "local_label_propagation": {"proj_dim": 16, "density_k": 3, "propagation_k": 3},
 }
 
 
@@ -89,7 +93,7 @@ def test_loss_contract_and_gradients(name):
     assert set(out) >= {"loss", "invariance", "regularisation"}
     assert all(v.ndim == 0 for v in out.values())
     assert torch.isfinite(out["loss"])
-    if name == "supervised":
+    if name in ("supervised", "few_label"):
         assert math.isnan(out["invariance"].item())
     elif name != "simclr":  # SimCLR logs seed 004's split, which does not add up (nt_xent.py)
         total = (out["invariance"] + out["regularisation"]).item()

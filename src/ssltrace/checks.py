@@ -37,6 +37,8 @@ def check(cfg: dict) -> None:
     _check_figures(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
+    for method in cfg["methods"]:
+        _check_labels(cfg, method)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -271,3 +273,27 @@ def _component(key: str, check, *args) -> None:
         check(*args)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key '{key}': {message(exc)}") from None
+
+
+def _check_labels(cfg: dict, name: str) -> None:
+    """The labelled subset (`method_settings.<name>.labels`): its values, the class sizes
+    of the training set, and a method that can train on it."""
+    from ssltrace.methods import METHODS
+    from ssltrace.training.labels import check_setting
+
+    key = f"method_settings.{name}.labels"
+    setting = study.settings_of(cfg, name).get("labels")
+    cls = METHODS.get(study.method_of(cfg, name))
+    if setting is None:
+        if getattr(cls, "requires_label_subset", False):
+            raise ConfigError(
+                f"config key '{key}': method {cls.name!r} trains on a labelled subset; "
+                "set labels: {fraction: F} or {per_class: K}"
+            )
+        return
+    if not cls.label_subset:
+        raise ConfigError(
+            f"config key '{key}': method {cls.name!r} does not train on a labelled subset "
+            "(only the semi-supervised methods and the few-label control do)"
+        )
+    _component(key, check_setting, setting, study.images_per_class(cfg, "train"))

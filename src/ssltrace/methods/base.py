@@ -38,6 +38,8 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     n_views: ClassVar[int] = 2
     uses_labels: ClassVar[bool] = False
+    # Accepts a labelled subset (method_settings.<name>.labels): label -1 = unlabelled.
+    label_subset: ClassVar[bool] = False
     trains: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
     # Parameter ranges, checked by `resolve` (config validation) before any model is built.
