@@ -20,6 +20,7 @@ ALL = [
     "colorization",
     "cpc",
     "deepcluster",
+    "depth_prediction",
     "few_label",
     "instance_recognition",
     "local_aggregation",
@@ -34,9 +35,10 @@ ALL = [
     "vicreg",
 ]
 # Methods whose loss needs an epoch's preparation first (DeepCluster's pseudo-labels, the
-# colour prior) or whose head reads the unpooled map (the auto-encoder's code): their own test
+# colour prior), whose head reads the unpooled map (the auto-encoder's code) or that take
+# depth maps (depth_prediction): their own test
 # files (tests/test_method_*.py) check their losses and heads.
-PREPARED = {"autoencoder", "colorization", "deepcluster", "untrained"}
+PREPARED = {"autoencoder", "colorization", "deepcluster", "depth_prediction", "untrained"}
 SMALL = {  # shrink the wide default projectors so the tests stay fast
     "byol": {"proj_hidden_dim": 64, "pred_hidden_dim": 64},
     "moco_v2": {"queue_size": 32},

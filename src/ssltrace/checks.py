@@ -39,6 +39,7 @@ def check(cfg: dict) -> None:
         _check_method(cfg, method)
     for method in cfg["methods"]:
         _check_labels(cfg, method)
+        _check_depth(cfg, method)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -297,3 +298,16 @@ def _check_labels(cfg: dict, name: str) -> None:
             "(only the semi-supervised methods and the few-label control do)"
         )
     _component(key, check_setting, setting, study.images_per_class(cfg, "train"))
+
+
+def _check_depth(cfg: dict, name: str) -> None:
+    """A method that predicts depth needs a dataset with depth maps (train_depth)."""
+    from ssltrace.methods import METHODS
+
+    cls = METHODS.get(study.method_of(cfg, name))
+    if cls.needs_depth and not study.dataset(cfg).depth:
+        raise ConfigError(
+            f"config key 'dataset.name' = {cfg['dataset']['name']!r}: run {name!r} (method "
+            f"{cls.name!r}) predicts depth and this dataset has no depth maps; use a dataset "
+            "with train_depth (e.g. synthetic) or drop the run from 'methods'"
+        )
