@@ -348,3 +348,67 @@ def test_semi_supervised_runs_resume_bit_identically(data, tmp_path, method, par
     log = Log()
     train_run(other, *data, tmp_path / "straight", log)
     assert "discarding saved training state" in log.text()
+
+
+# --- seed 003 Fig. 4e-f ----------------------------------------------------------------------
+
+
+def test_label_sweep_draws_seed_means_at_each_runs_number_of_labels(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from ssltrace import io
+    from ssltrace.figures import FIGURES, style
+
+    figures = []
+    monkeypatch.setattr(style, "save", lambda fig, *a: figures.append(fig) or [])
+    runs = {"mt_f10": 0.1, "mt_f50": 0.5, "fl_f10": 0.1}
+    method_settings = {
+        name: {"method": "mean_teacher" if name.startswith("mt") else "few_label",
+               "labels": {"fraction": f}}
+        for name, f in runs.items()
+    }  # fmt: skip
+    rows = []
+    accuracy = {"mt_f10": (0.4, 0.5), "mt_f50": (0.7, 0.8), "fl_f10": (0.2, 0.3),
+                "supervised": (0.9, 0.9)}  # fmt: skip
+    for method, values in accuracy.items():
+        for seed, value in enumerate(values):
+            for layer in ("layer4", "pool", "head_fc1"):
+                rows.append((method, seed, 2, layer, "fine", "linear_svm", value))
+                rows.append((method, seed, 0, layer, "fine", "linear_svm", 0.05))
+    table = pd.DataFrame(rows, columns=["method", "seed", "epoch", "layer", "probe", "metric",
+                                        "value"])  # fmt: skip
+    io.save_table(tmp_path / "geometry.tsv", table)
+    settings = {
+        "formats": ["png"], "dpi": 50, "layer_order": ["layer4", "pool", "head_fc1"],
+        "method_settings": method_settings, "n_known": 4,
+        "dataset": {"name": "synthetic", "options": {"train_per_class": 20}},
+    }  # fmt: skip
+    FIGURES.get("label_sweep")({"table": tmp_path / "geometry.tsv"}, tmp_path / "f", settings)
+    (ax,) = figures[0].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    n_classes = 20  # 4 coarse x 5 fine; 20 images each: 2 and 10 labels per class
+    mt = lines["mean_teacher"]
+    assert list(mt.get_xdata()) == [2 * n_classes, 10 * n_classes]
+    assert list(mt.get_ydata()) == pytest.approx([0.45, 0.75])  # pool, final epoch, seed mean
+    fl = next(c for c in ax.containers if c.get_label() == "few_label")  # one point + SD bar
+    assert fl.lines[0].get_xdata()[0] == 2 * n_classes
+    assert fl.lines[0].get_ydata()[0] == pytest.approx(0.25)
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_ydata()[0] for line in dashed] == pytest.approx([0.9])
+
+
+def test_two_stream_batches_hold_a_fixed_share_of_labelled_images():
+    from ssltrace.methods.few_label import labelled_batches
+
+    labels = torch.full((100,), -1)
+    labels[[3, 17, 42, 77, 90]] = torch.tensor([0, 1, 2, 0, 1])
+    order = labelled_batches(labels, 16, 0.25, torch.Generator().manual_seed(0))
+    assert len(order) == 100
+    for step in range(100 // 16):
+        batch = order[step * 16 : (step + 1) * 16]
+        assert (labels[batch] >= 0).sum() == 4  # round(0.25 x 16)
+    steps_part = order[: (100 // 16) * 16]
+    unlabelled = steps_part[labels[steps_part] < 0]
+    assert len(set(unlabelled.tolist())) == len(unlabelled)  # 72 of 95: no repeat in one pass
+    everything = labelled_batches(torch.arange(10), 4, 0.25, torch.Generator().manual_seed(0))
+    assert sorted(everything.tolist()) == list(range(10))  # all labelled: a plain permutation

@@ -26,10 +26,7 @@ def labelled_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Te
     known = torch.nonzero(labels >= 0).flatten()
     if len(known) == 0:
         raise ValueError("few_label: no labelled image in the training set")
-    rounds = -(-len(labels) // len(known))
-    device = generator.device
-    perms = [torch.randperm(len(known), generator=generator, device=device) for _ in range(rounds)]
-    return known[torch.cat(perms).to(known.device)][: len(labels)]
+    return labelled_order_of(known, len(labels), generator)
 
 
 @METHODS.register("few_label")
@@ -48,3 +45,34 @@ class FewLabel(Supervised):
         if labels.device.type == "cpu" and bool((labels < 0).any()):
             raise ValueError("few_label trains on labelled images only; the batch has -1 labels")
         return cross_entropy_loss(logits, labels)
+
+
+def labelled_batches(
+    labels: torch.Tensor, batch_size: int, share: float, generator: torch.Generator
+) -> torch.Tensor:
+    """An epoch's order in which every batch holds round(share * batch_size) labelled images
+    (at least one) and unlabelled ones fill the rest, each group cycled through seeded
+    permutations: Mean Teacher's two-stream batches (the authors' TwoStreamBatchSampler), so
+    that a small labelled subset still reaches every step. All images labelled or none: the
+    plain seeded permutation."""
+    n = len(labels)
+    known = torch.nonzero(labels >= 0).flatten()
+    unknown = torch.nonzero(labels < 0).flatten()
+    if len(known) == 0 or len(unknown) == 0:
+        return torch.randperm(n, generator=generator, device=generator.device).to(labels.device)
+    steps = n // batch_size
+    k = min(batch_size - 1, max(1, round(share * batch_size)))
+    first = labelled_order_of(known, steps * k, generator).view(steps, k)
+    rest = labelled_order_of(unknown, steps * (batch_size - k), generator)
+    batches = torch.cat([first, rest.view(steps, batch_size - k)], dim=1).flatten()
+    leftover = n - len(batches)  # the engine drops the incomplete last batch: pad the order
+    return torch.cat([batches, unknown[:leftover]]) if leftover else batches
+
+
+def labelled_order_of(members: torch.Tensor, length: int, generator: torch.Generator):
+    """`length` entries of `members` in seeded permutations joined end to end."""
+    rounds = max(1, -(-length // len(members)))
+    device = generator.device
+    n = len(members)
+    perms = [torch.randperm(n, generator=generator, device=device) for _ in range(rounds)]
+    return members[torch.cat(perms).to(members.device)][:length]

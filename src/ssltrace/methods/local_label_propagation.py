@@ -20,6 +20,10 @@ spread noise), while the classifier already learns from the labelled images (cro
 the batch's labelled rows, added to the IR loss's `invariance`). `background_k` null = LA's
 min(4096, n).
 
+`labelled_share` > 0 gives every batch that share of labelled images (Mean Teacher's
+two-stream batches, `methods.few_label.labelled_batches`); the default 0 is the plain random
+order, as the LLP paper describes no such sampler.
+
 Defaults not stated in the seed: `propagation_k` 10 labelled voters and `density_k` 10
 neighbours for the density, as we read the LLP paper (§3.1); both are parameters. The authors'
 repository (neuroailab/LocalLabelPropagation) was not available to check them against.
@@ -33,6 +37,7 @@ from torch import nn
 
 from ssltrace.losses.label_propagation import local_label_propagation_loss, propagate_labels
 from ssltrace.methods.base import METHODS, EpochContext
+from ssltrace.methods.few_label import labelled_batches
 from ssltrace.methods.local_aggregation import PAPER_BACKGROUND_K
 from ssltrace.methods.memory_bank import MemoryBankMethod, require_at_most
 
@@ -48,9 +53,11 @@ class LocalLabelPropagation(MemoryBankMethod):
         "propagation_k": 10,
         "density_k": 10,
         "ir_epochs": 10,
+        "labelled_share": 0.0,
     }
     positive = (*MemoryBankMethod.positive, "background_k", "propagation_k", "density_k")
     non_negative = (*MemoryBankMethod.non_negative, "ir_epochs")
+    unit_interval = (*MemoryBankMethod.unit_interval, "labelled_share")
 
     @classmethod
     def check_training_set(cls, params, n_images, colour):
@@ -73,6 +80,12 @@ class LocalLabelPropagation(MemoryBankMethod):
         self.check_training_set(self.params, n_images, colour=True)
         super().setup(n_images)
         self.background_k = self.params["background_k"] or min(PAPER_BACKGROUND_K, n_images)
+
+    def epoch_order(self, ctx: EpochContext) -> torch.Tensor | None:
+        share = self.params["labelled_share"]
+        if share == 0:
+            return None
+        return labelled_batches(ctx.labels, ctx.batch_size, share, ctx.generator)
 
     def before_epoch(self, ctx: EpochContext) -> None:
         if ctx.epoch <= self.params["ir_epochs"]:

@@ -14,6 +14,11 @@ Schedules as the paper (§3.2, Appendix B) and the authors' code:
 - EMA decay `base_momentum` (0.99) during the ramp-up and `final_momentum` (0.999) after.
 Both depend on the epoch, not on the run's length: a longer run is the same run extended.
 
+Batches as the authors' code builds them (TwoStreamBatchSampler): a fixed share of each batch,
+`labelled_share` (0.25, their CIFAR-10 runs' 31 of 128), is labelled images, cycled, and the
+rest unlabelled ones, so a small labelled subset reaches every step; 0 = plain random batches
+(~fraction x batch labelled images per step).
+
 With `method_settings.<name>.labels` only that subset's labels reach the loss (-1 = unlabelled);
 without it every image is labelled.
 """
@@ -24,6 +29,7 @@ import torch
 
 from ssltrace.losses.mean_teacher import mean_teacher_loss, sigmoid_rampup
 from ssltrace.methods.base import METHODS, EpochContext, MomentumMethod, make_head
+from ssltrace.methods.few_label import labelled_batches
 
 
 @METHODS.register("mean_teacher")
@@ -38,9 +44,11 @@ class MeanTeacher(MomentumMethod):
         "rampup_epochs": 5,
         "base_momentum": 0.99,
         "final_momentum": 0.999,
+        "labelled_share": 0.25,
     }
     positive = ("hidden_dim",)
     non_negative = ("consistency", "rampup_epochs")
+    unit_interval = (*MomentumMethod.unit_interval, "labelled_share")
     momentum_pairs = (("teacher_backbone", "backbone"), ("teacher_head", "head"))
 
     def __init__(self, backbone, params, n_classes):
@@ -62,6 +70,12 @@ class MeanTeacher(MomentumMethod):
         self.epoch_start = ctx.epoch - 1
         self.steps_per_epoch = max(1, len(ctx.images) // ctx.batch_size)
         self.step = 0
+
+    def epoch_order(self, ctx: EpochContext) -> torch.Tensor | None:
+        share = self.params["labelled_share"]
+        if share == 0:
+            return None  # the engine's seeded permutation of all images
+        return labelled_batches(ctx.labels, ctx.batch_size, share, ctx.generator)
 
     def consistency_weight(self) -> float:
         ramp = sigmoid_rampup(self.position, self.params["rampup_epochs"])
