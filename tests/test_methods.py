@@ -20,8 +20,12 @@ ALL = [
     "colorization",
     "cpc",
     "deepcluster",
+    "depth_prediction",
+    "few_label",
     "instance_recognition",
     "local_aggregation",
+    "local_label_propagation",
+    "mean_teacher",
     "moco_v2",
     "relative_position",
     "simclr",
@@ -31,9 +35,10 @@ ALL = [
     "vicreg",
 ]
 # Methods whose loss needs an epoch's preparation first (DeepCluster's pseudo-labels, the
-# colour prior) or whose head reads the unpooled map (the auto-encoder's code): their own test
+# colour prior), whose head reads the unpooled map (the auto-encoder's code) or that take
+# depth maps (depth_prediction): their own test
 # files (tests/test_method_*.py) check their losses and heads.
-PREPARED = {"autoencoder", "colorization", "deepcluster", "untrained"}
+PREPARED = {"autoencoder", "colorization", "deepcluster", "depth_prediction", "untrained"}
 SMALL = {  # shrink the wide default projectors so the tests stay fast
     "byol": {"proj_hidden_dim": 64, "pred_hidden_dim": 64},
     "moco_v2": {"queue_size": 32},
@@ -43,6 +48,7 @@ SMALL = {  # shrink the wide default projectors so the tests stay fast
     "instance_recognition": {"proj_dim": 16},
     "local_aggregation": {"proj_dim": 16},
     "cmc": {"negatives": 4},
+    "local_label_propagation": {"proj_dim": 16, "density_k": 3, "propagation_k": 3},
 }
 
 
@@ -89,7 +95,7 @@ def test_loss_contract_and_gradients(name):
     assert set(out) >= {"loss", "invariance", "regularisation"}
     assert all(v.ndim == 0 for v in out.values())
     assert torch.isfinite(out["loss"])
-    if name == "supervised":
+    if name in ("supervised", "few_label"):
         assert math.isnan(out["invariance"].item())
     elif name != "simclr":  # SimCLR logs seed 004's split, which does not add up (nt_xent.py)
         total = (out["invariance"] + out["regularisation"]).item()

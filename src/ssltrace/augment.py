@@ -412,6 +412,19 @@ def resized_crop(
     return wy[:, None] @ rows.reshape(batch, 3, height, size)
 
 
+def resized_crop_maps(
+    maps: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`resized_crop` of per-pixel maps (depth) float [B, H, W] -> [B, size, size]: the same
+    crop, resize and mirror as the images get with the same boxes and flips."""
+    _, height, width = maps.shape
+    wy = _resample_weights(boxes[:, 0], boxes[:, 2], height, size)
+    wx = _resample_weights(boxes[:, 1], boxes[:, 3], width, size)
+    if flip is not None:
+        wx = torch.where(flip[:, None, None], wx.flip(1), wx)
+    return wy @ maps.to(torch.float32) @ wx.transpose(1, 2)
+
+
 def _resample_weights(
     offset: torch.Tensor, length: torch.Tensor, n_in: int, n_out: int
 ) -> torch.Tensor:
@@ -595,14 +608,34 @@ class Augmenter:
             self._lab_stats = tuple(torch.tensor(v, device=self.device) for v in stats)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self._augment(images, generator)[0]
+
+    def _augment(
+        self, images: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, AugmentParams]:
         images = check_images(images)
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         batch, height, width, _ = images.shape
         params = sample_params(self.config, batch, height, width, generator)
         if self.colour_space == "rgb":
-            return apply_params(images, params, self.config, self._mean, self._std)
-        return self._lab(apply_params(images, params, self.config, *self._unit))
+            return apply_params(images, params, self.config, self._mean, self._std), params
+        return self._lab(apply_params(images, params, self.config, *self._unit)), params
+
+    def views_with_maps(
+        self, images: torch.Tensor, maps: torch.Tensor, n: int, generator: torch.Generator
+    ) -> tuple[list, list]:
+        """`views`, plus each view's crop, resize and mirror applied to per-pixel `maps`
+        float [B, H, W] (a depth map follows its image; colour operations leave it alone).
+        The views are those `views` draws from the same generator state."""
+        n = _integer("n", n, low=1)
+        views, warped = [], []
+        for _ in range(n):
+            x, params = self._augment(images, generator)
+            params = params.to(maps.device)
+            views.append(x)
+            warped.append(resized_crop_maps(maps, params.crop, self.config.size, params.flip))
+        return views, warped
 
     def views(self, images: torch.Tensor, n: int, generator: torch.Generator) -> list:
         """`n` independently augmented views of the same images."""

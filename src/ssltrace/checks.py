@@ -43,6 +43,9 @@ def check(cfg: dict) -> None:
     _check_neighbours(cfg)
     _check_orientation(cfg)
     _check_objects(cfg)
+    for method in cfg["methods"]:
+        _check_labels(cfg, method)
+        _check_depth(cfg, method)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -425,3 +428,40 @@ def _check_objects(cfg: dict) -> None:
         raise ConfigError(
             f"config key 'probes.objects.fractions' = {objects['fractions']}: {error}"
         ) from None
+
+
+def _check_labels(cfg: dict, name: str) -> None:
+    """The labelled subset (`method_settings.<name>.labels`): its values, the class sizes
+    of the training set, and a method that can train on it."""
+    from ssltrace.methods import METHODS
+    from ssltrace.training.labels import check_setting
+
+    key = f"method_settings.{name}.labels"
+    setting = study.settings_of(cfg, name).get("labels")
+    cls = METHODS.get(study.method_of(cfg, name))
+    if setting is None:
+        if getattr(cls, "requires_label_subset", False):
+            raise ConfigError(
+                f"config key '{key}': method {cls.name!r} trains on a labelled subset; "
+                "set labels: {fraction: F} or {per_class: K}"
+            )
+        return
+    if not cls.label_subset:
+        raise ConfigError(
+            f"config key '{key}': method {cls.name!r} does not train on a labelled subset "
+            "(only the semi-supervised methods and the few-label control do)"
+        )
+    _component(key, check_setting, setting, study.images_per_class(cfg, "train"))
+
+
+def _check_depth(cfg: dict, name: str) -> None:
+    """A method that predicts depth needs a dataset with depth maps (train_depth)."""
+    from ssltrace.methods import METHODS
+
+    cls = METHODS.get(study.method_of(cfg, name))
+    if cls.needs_depth and not study.dataset(cfg).depth:
+        raise ConfigError(
+            f"config key 'dataset.name' = {cfg['dataset']['name']!r}: run {name!r} (method "
+            f"{cls.name!r}) predicts depth and this dataset has no depth maps; use a dataset "
+            "with train_depth (e.g. synthetic) or drop the run from 'methods'"
+        )

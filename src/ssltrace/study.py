@@ -113,7 +113,7 @@ def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
     train = method_train(cfg, name)
     if not method_trains(cfg, name):
         train["epochs"] = 0
-    return {
+    run = {
         "method": method_of(cfg, name),
         "seed": int(seed),
         "method_params": settings_of(cfg, name).get("params", {}),
@@ -121,6 +121,30 @@ def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
         "train": train,
         "augment": sslconfig.deep_merge(cfg["augment"], settings_of(cfg, name).get("augment", {})),
     }
+    labels = label_setting(cfg, name)
+    if labels is not None:  # only then: other runs' settings (and fingerprints) stay as they were
+        run["labels"] = labels
+    return run
+
+
+def label_setting(cfg: Mapping[str, Any], name: str) -> dict | None:
+    """`method_settings.<name>.labels` with its seed filled in (None: every label is used)."""
+    labels = settings_of(cfg, name).get("labels")
+    return None if labels is None else {"seed": 0, **labels}
+
+
+def n_labels(cfg: Mapping[str, Any], name: str) -> int | None:
+    """Labelled training images of run `name` (None: all of them, no subset), from the
+    dataset's class sizes alone: the x axis of seed 003 Fig. 4e-f."""
+    import numpy as np
+
+    from ssltrace.training.labels import n_labelled
+
+    setting = label_setting(cfg, name)
+    if setting is None:
+        return None
+    n_classes = dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    return n_labelled(setting, np.full(n_classes, images_per_class(cfg, "train")))
 
 
 def checkpoint_epochs(cfg: Mapping[str, Any], name: str) -> list[int]:

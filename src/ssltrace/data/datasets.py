@@ -47,6 +47,7 @@ class DataSource:
     coarse_names: tuple[str, ...] = ()
     n_classes: int = 0  # fine classes (the classes of a human-comparison set)
     colour: bool = True  # RGB images that carry colour (False: grey copied into 3 channels)
+    depth: bool = False  # the arrays include train_depth / test_depth (depth prediction)
     per_class: Mapping[str, int | str] = field(default_factory=dict)
 
     def options(self) -> list[str]:
@@ -97,6 +98,7 @@ DATASETS.register("synthetic")(
         _synthetic,
         coarse_names=tuple(synthetic.class_names()[1]),
         n_classes=len(synthetic.class_names()[0]),
+        depth=True,
         per_class={"train": "train_per_class", "test": "test_per_class"},
     )
 )

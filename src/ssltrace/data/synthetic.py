@@ -27,6 +27,10 @@ are drawn from a multinomial over ~50 annotators whose probabilities follow u, s
 expectation is exactly `synthetic_reference_confusion()`. Image-level human uncertainty is
 thereby tied to image content, as in CIFAR-10H.
 
+Each dataset image comes with a depth map (`train_depth`, `test_depth`, float16 [N, 32, 32]):
+the foreground pattern is a layer in front of a tilted background plane (`_depth`), for seed
+003's depth-prediction task.
+
 Everything is rendered with numpy, one batch of images per class: at 2x supersampling where
 edges have corners or crossings, directly at 32x32 where they come from exact distances.
 """
@@ -413,10 +417,42 @@ def _downsample(pattern: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- rendering
 def _render(render, rng: np.random.Generator, n: int, level: np.ndarray) -> np.ndarray:
+    return _render_layers(render, rng, n, level)[0]
+
+
+def _render_layers(
+    render, rng: np.random.Generator, n: int, level: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images [n, 32, 32, 3], foreground coverage [n, 32, 32] in [0, 1])."""
     ss = 1 if render in _DIRECT else _SS
     frame = _frame(rng, n, _PERIOD_RANGE, ss)
     pattern = np.asarray(render(frame, level.reshape(n, 1, 1).astype(np.float32)), np.float32)
-    return _colourise(rng, _downsample(pattern) if ss > 1 else pattern)
+    coverage = _downsample(pattern) if ss > 1 else pattern
+    return _colourise(rng, coverage), coverage
+
+
+# ----------------------------------------------------------------------------- depth
+# The foreground pattern is a layer in front of the background (seed 003's depth task needs a
+# per-pixel depth): the background is a tilted plane at distance 4..8 (a wall or floor seen
+# at an angle: up to +-1.5 across the image in each direction), the foreground layer floats
+# 1..3 in front of it, and a pixel's depth is the coverage-weighted mix of the two (an
+# anti-aliased edge pixel lies between them, as a box-filtered depth would). The depth
+# parameters come from their own random stream, so the images are those of the version
+# without depth, bit for bit.
+_DEPTH_BASE = (4.0, 8.0)
+_DEPTH_TILT = 1.5
+_DEPTH_GAP = (1.0, 3.0)
+
+
+def _depth(rng: np.random.Generator, coverage: np.ndarray) -> np.ndarray:
+    """float16 depth [n, 32, 32] of layers with foreground `coverage` [n, 32, 32]."""
+    n = coverage.shape[0]
+    base = rng.uniform(*_DEPTH_BASE, (n, 1, 1))
+    tilt_x, tilt_y = rng.uniform(-_DEPTH_TILT, _DEPTH_TILT, (2, n, 1, 1))
+    gap = rng.uniform(*_DEPTH_GAP, (n, 1, 1))
+    x, y = _GRIDS[1]
+    background = base + tilt_x * (x / SIZE - 0.5) + tilt_y * (y / SIZE - 0.5)
+    return (background - gap * coverage).astype(np.float16)
 
 
 def _streams(seed: int, stream: tuple[int, ...], n: int):
@@ -428,13 +464,24 @@ def _streams(seed: int, stream: tuple[int, ...], n: int):
 
 def render_fine_class(fine: int, n: int, seed: int, split: int = 0) -> np.ndarray:
     """n images [n, 32, 32, 3] uint8 of fine class `fine` (0..99), deterministic in all args."""
+    return render_fine_class_with_depth(fine, n, seed, split)[0]
+
+
+def render_fine_class_with_depth(
+    fine: int, n: int, seed: int, split: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`render_fine_class`'s images and their depth maps, float16 [n, 32, 32]."""
     family = FAMILIES[fine // N_FINE_PER_COARSE]
     t = (fine % N_FINE_PER_COARSE) / (N_FINE_PER_COARSE - 1)
-    out = []
-    for rng, m in _streams(seed, (0, split, fine), n):
+    images, depths = [], []
+    for chunk, (rng, m) in enumerate(_streams(seed, (0, split, fine), n)):
         level = np.clip(t + _LEVEL_JITTER * rng.standard_normal(m), 0.0, 1.0)
-        out.append(_render(family.render, rng, m, level))
-    return np.concatenate(out) if out else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+        image, coverage = _render_layers(family.render, rng, m, level)
+        images.append(image)
+        depths.append(_depth(np.random.default_rng([seed, 3, split, fine, chunk]), coverage))
+    if not images:
+        return np.zeros((0, SIZE, SIZE, 3), np.uint8), np.zeros((0, SIZE, SIZE), np.float16)
+    return np.concatenate(images), np.concatenate(depths)
 
 
 def _check_count(name: str, value) -> int:
@@ -459,9 +506,13 @@ def synthetic_dataset(seed: int = 0, train_per_class: int = 500, test_per_class:
     fine_names, coarse_names, fine_to_coarse = class_names()
     arrays = {}
     for split_id, (split, per_class) in enumerate(counts.items()):
-        images = [render_fine_class(c, per_class, seed, split_id) for c in range(len(fine_names))]
+        parts = [
+            render_fine_class_with_depth(c, per_class, seed, split_id)
+            for c in range(len(fine_names))
+        ]
         fine = np.repeat(np.arange(len(fine_names), dtype=np.int64), per_class)
-        arrays[f"{split}_images"] = np.concatenate(images)
+        arrays[f"{split}_images"] = np.concatenate([images for images, _ in parts])
+        arrays[f"{split}_depth"] = np.concatenate([depth for _, depth in parts])
         arrays[f"{split}_fine"] = fine
         arrays[f"{split}_coarse"] = fine_to_coarse[fine]
     arrays["fine_names"] = np.array(fine_names)

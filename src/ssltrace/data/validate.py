@@ -63,6 +63,19 @@ def validate_dataset(arrays: dict) -> None:
         check_labels(arrays[f"{split}_coarse"], len(images), n_coarse, f"{split}_coarse")
         if not np.array_equal(fine_to_coarse[arrays[f"{split}_fine"]], arrays[f"{split}_coarse"]):
             raise DataFormatError(f"{split}_coarse disagrees with fine_to_coarse[{split}_fine]")
+        if f"{split}_depth" in arrays:
+            check_depth(arrays[f"{split}_depth"], images, f"{split}_depth")
+
+
+def check_depth(depth, images: np.ndarray, name: str) -> None:
+    """Optional per-pixel depth: float [N, H, W] matching the images, finite."""
+    expected = tuple(images.shape[:3])
+    if not isinstance(depth, np.ndarray) or not np.issubdtype(depth.dtype, np.floating):
+        raise DataFormatError(f"{name}: expected a float array [N, H, W], got {type(depth)}")
+    if depth.shape != expected:
+        raise DataFormatError(f"{name}: expected shape {list(expected)}, got {list(depth.shape)}")
+    if not np.isfinite(depth).all():
+        raise DataFormatError(f"{name}: holds non-finite values")
 
 
 def validate_human(arrays: dict) -> None:

@@ -38,6 +38,10 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     n_views: ClassVar[int] = 2
     uses_labels: ClassVar[bool] = False
+    # Accepts a labelled subset (method_settings.<name>.labels): label -1 = unlabelled.
+    label_subset: ClassVar[bool] = False
+    # Trains on per-pixel depth: the dataset must have it; loss(..., depth=[maps per view]).
+    needs_depth: ClassVar[bool] = False
     trains: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
     # Parameter ranges, checked by `resolve` (config validation) before any model is built.

@@ -21,17 +21,22 @@ class TrainingSet:
     images: np.ndarray  # uint8 [N, 32, 32, 3], HWC as in the dataset file
     labels: np.ndarray  # int64 [N], position of the fine class in known_fine
     known_fine: tuple[int, ...]
+    depth: np.ndarray | None = None  # float [N, 32, 32] when the dataset has train_depth
 
     @property
     def n_classes(self) -> int:
         return len(self.known_fine)
 
-    def digest(self) -> str:
-        """sha256 of the images, labels and class list: names the data in the run fingerprint."""
+    def digest(self, with_depth: bool = False) -> str:
+        """sha256 of the images, labels and class list: names the data in the run fingerprint
+        (and of the depth maps for a method that trains on them; other runs' digests are
+        those of a dataset without depth)."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.known_fine)).encode())
         h.update(np.ascontiguousarray(self.labels).data)
         h.update(np.ascontiguousarray(self.images).data)
+        if with_depth and self.depth is not None:
+            h.update(np.ascontiguousarray(self.depth).data)
         return h.hexdigest()
 
 
@@ -41,8 +46,9 @@ def load_training_set(dataset_path: str | Path, split_path: str | Path) -> Train
     dataset_path = Path(dataset_path)
     if not dataset_path.is_file():
         raise FileNotFoundError(f"dataset file {dataset_path} does not exist")
-    # Only the two training arrays are read, not the test images.
+    # Only the training arrays are read, not the test images.
     data = io.load_npz(dataset_path, keys=("train_images", "train_fine"))
+    depth = io.load_npz(dataset_path, keys=("train_depth",), missing_ok=True).get("train_depth")
     fine = data["train_fine"]
     keep = np.isin(fine, known)
     images = data["train_images"][keep] if keep.any() else data["train_images"][:0]
@@ -59,7 +65,9 @@ def load_training_set(dataset_path: str | Path, split_path: str | Path) -> Train
     position = np.zeros(max(known) + 1, dtype=np.int64)
     position[known] = np.arange(len(known))
     labels = position[fine[keep]]
-    return TrainingSet(images, labels, tuple(known))
+    if depth is not None:
+        depth = depth[keep]
+    return TrainingSet(images, labels, tuple(known), depth)
 
 
 def _known_fine(split_path: Path) -> list[int]:

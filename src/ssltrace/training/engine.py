@@ -36,6 +36,7 @@ from ssltrace.device import resolve_device as shared_resolve_device
 from ssltrace.methods import METHODS, EpochContext, Method
 from ssltrace.network import build_network
 from ssltrace.training.data import TrainingSet, load_training_set
+from ssltrace.training.labels import masked_labels
 from ssltrace.training.optim import build_optimizer
 from ssltrace.training.schedule import build_schedule
 from ssltrace.training.state import CHECKPOINT_FORMAT, StateStore
@@ -45,6 +46,8 @@ PARTS = ("loss", "invariance", "regularisation")
 # Where and how fast a run is computed (the schema's x-runtime-only keys of `train`).
 RUNTIME_ONLY = runtime_keys("train")
 RUN_KEYS = ("method", "seed", "method_params", "architecture", "train", "augment")
+# Present only in runs that set them (so adding a key leaves every other run's fingerprint).
+OPTIONAL_RUN_KEYS = ("labels",)  # the labelled subset (ssltrace.training.labels)
 
 StepHook = Callable[[int, int], None]
 # Steps between reads of the running loss (each read waits for the GPU): a diverging run
@@ -101,7 +104,8 @@ def check_complete(run: Mapping[str, Any]) -> None:
     config, never here); each value is checked by the component it configures."""
     train_keys = defaults()["train"]
     train = run.get("train", {})
-    unknown = [k for k in run if k not in RUN_KEYS] + [f"train.{k}" for k in train]
+    unknown = [k for k in run if k not in RUN_KEYS + OPTIONAL_RUN_KEYS]
+    unknown += [f"train.{k}" for k in train]
     unknown = [k for k in unknown if not k.startswith("train.") or k[6:] not in train_keys]
     if unknown:
         raise ValueError(f"run has unknown key(s) {', '.join(map(repr, unknown))}")
@@ -206,7 +210,25 @@ class Trainer:
         # Recorded beside the fingerprint, not in it: a run may still move to a GPU and resume.
         self.threads = cpu_threads(train, device) if self.method.trains else None
         self.data = data
+        self.labels = self._labels(run.get("labels"))
+        if self.method.needs_depth and data.depth is None:
+            raise ValueError(
+                f"method {self.spec['method']!r} predicts depth, and the dataset has no "
+                "train_depth array (docs/ARCHITECTURE.md, dataset file)"
+            )
         self.rows: list[dict[str, float]] = []
+
+    def _labels(self, setting: Mapping[str, Any] | None) -> np.ndarray:
+        """The training labels the method sees: unlabelled images' set to -1 by `labels`."""
+        if setting is not None and not self.method.label_subset:
+            raise ValueError(
+                f"run.labels: method {self.spec['method']!r} trains on every label or none; "
+                "a labelled subset is for the semi-supervised methods and the few-label control"
+            )
+        try:
+            return masked_labels(self.data.labels, setting)
+        except ValueError as exc:
+            raise ValueError(f"run.labels: {exc}") from None
 
     @property
     def name(self) -> str:
@@ -235,7 +257,7 @@ class Trainer:
             train.pop("epochs")
         if not self.method.trains:
             train = {}
-        return {**spec, "train": train, "data": data.digest()}
+        return {**spec, "train": train, "data": data.digest(with_depth=self.method.needs_depth)}
 
     def fit(self, on_step: StepHook | None = None) -> None:
         last = self._restore()
@@ -300,7 +322,10 @@ class Trainer:
 
     def _train_epochs(self, first: int, last: int, on_step: StepHook | None) -> None:
         images = torch.from_numpy(self.data.images).to(self.device)  # speed: data on device
-        labels = torch.from_numpy(self.data.labels).to(self.device)
+        labels = torch.from_numpy(self.labels).to(self.device)
+        depth = None
+        if self.method.needs_depth:  # float32 on the device, gathered per batch as the images
+            depth = torch.from_numpy(self.data.depth.astype(np.float32)).to(self.device)
         augmenter = Augmenter(
             self.spec["augment"], self.device, colour_space=self.method.colour_space
         )
@@ -308,7 +333,7 @@ class Trainer:
         durations = []
         for epoch in range(first, last + 1):
             start = time.perf_counter()
-            parts, lr = self._train_epoch(epoch, images, labels, augmenter, on_step)
+            parts, lr = self._train_epoch(epoch, images, labels, augmenter, on_step, depth)
             seconds = time.perf_counter() - start
             durations.append(seconds)
             n_images = self.steps_per_epoch * self.batch_size
@@ -336,6 +361,7 @@ class Trainer:
         labels: torch.Tensor,
         augmenter: Augmenter,
         on_step: StepHook | None,
+        depth: torch.Tensor | None = None,
     ) -> tuple[dict[str, float], float]:
         perm_seed, aug_seed, hook_seed = epoch_seeds(self.spec["seed"], epoch)
         method, optimizer, batch = self.method, self.optimizer, self.batch_size
@@ -364,13 +390,21 @@ class Trainer:
             global_step = (epoch - 1) * self.steps_per_epoch + step
             index = order[step * batch : (step + 1) * batch]
             # speed: batched augmentation on the device, no per-sample Python work.
-            views = augmenter.views(images[index], method.n_views, aug_generator)
+            extra = {}
+            if depth is None:
+                views = augmenter.views(images[index], method.n_views, aug_generator)
+            else:  # each view's depth map cropped and mirrored as its image
+                views, extra["depth"] = augmenter.views_with_maps(
+                    images[index], depth[index], method.n_views, aug_generator
+                )
             views = [v.contiguous(memory_format=memory_format) for v in views]
             lr = self.schedule(global_step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                out = method.loss(views, labels[index] if method.uses_labels else None, index)
+                out = method.loss(
+                    views, labels[index] if method.uses_labels else None, index, **extra
+                )
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(optimizer)
