@@ -115,8 +115,17 @@ def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
         "method_params": cfg["method_settings"].get(name, {}).get("params", {}),
         "architecture": dict(cfg["architecture"]),
         "train": train,
-        "augment": sslconfig.deep_merge(cfg["augment"], settings_of(cfg, name).get("augment", {})),
+        "augment": run_augment(cfg, name),
     }
+
+
+def run_augment(cfg: Mapping[str, Any], name: str) -> dict:
+    """`augment` with the run's overrides; an override naming another `preset` replaces it
+    whole (a run `{preset: none}` trains without augmentation whatever the study sets)."""
+    merged = sslconfig.deep_merge(
+        {"augment": cfg["augment"]}, {"augment": settings_of(cfg, name).get("augment", {})}
+    )
+    return merged["augment"]
 
 
 def checkpoint_epochs(cfg: Mapping[str, Any], name: str) -> list[int]:
