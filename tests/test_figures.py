@@ -11,7 +11,7 @@ from ssltrace import io, tables
 from ssltrace.figures import FIGURES, matrixplot, readers, style
 from ssltrace.figures.table import figure_table
 
-LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4", "pool", "head_fc1"]
+LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4", "pool", "head_fc1", "head_fc2"]
 METHODS = ["simclr", "byol", "supervised", "untrained"]
 EPOCHS = [0, 1, 2, 3, 4]
 COARSE = ["fish", "flowers", "insects", "trees"]

@@ -32,8 +32,9 @@ def test_checkpoint_and_activation_sizes_match_real_networks(method):
     real = sum(t.numel() * t.element_size() for t in net.state_dict().values())
     assert ckpt_bytes == real
     images = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8).numpy()
-    acts = activations(net.eval(), images, study.analysed_layers(cfg), "mean", 2)
-    assert values == sum(a.shape[1] for a in acts.values())
+    for kind, how in [("novel", "avg2x2"), ("rdm", "flatten")]:
+        acts = activations(net.eval(), images, study.analysed_layers(cfg), how, 2, None, 4096)
+        assert values[kind] == sum(a.shape[1] for a in acts.values())
 
 
 def test_summary_uses_given_throughput_for_gpu_hours():

@@ -35,6 +35,7 @@ def check(cfg: dict) -> None:
     _check_rdm_probe(cfg)
     _check_augment(cfg)
     _check_figures(cfg)
+    _check_pooling(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
 
@@ -271,3 +272,18 @@ def _component(key: str, check, *args) -> None:
         check(*args)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key '{key}': {message(exc)}") from None
+
+
+def _check_pooling(cfg: dict) -> None:
+    """`extract.pooling` as a mapping names probe kinds (or `default`) only."""
+    from ssltrace import layout
+
+    pooling = cfg["extract"]["pooling"]
+    if isinstance(pooling, dict):
+        valid = {*layout.PROBES, "default"}
+        unknown = sorted(set(pooling) - valid)
+        if unknown:
+            raise ConfigError(
+                f"config key 'extract.pooling': unknown probe set {unknown[0]!r}; expected "
+                f"some of {', '.join(sorted(valid))}"
+            )

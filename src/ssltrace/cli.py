@@ -134,6 +134,8 @@ def cmd_extract(args) -> None:
         cache_dir=_optional_path(args.cache_dir),
         keep_epochs=s.get("keep", "all"),
         log=_log,
+        projection_dim=s.get("projection_dim"),
+        projection_seed=s.get("projection_seed", 0),
     )
 
 

@@ -187,7 +187,7 @@ def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
 
 
 def extract_settings(cfg: Mapping[str, Any]) -> dict:
-    keys = ("pooling", "batch_size", "device", "dtype", "keep")
+    keys = ("pooling", "batch_size", "device", "dtype", "keep", "projection_dim", "projection_seed")
     settings = {k: cfg["extract"][k] for k in keys}
     settings["layers"] = None if cfg["extract"]["layers"] == "all" else cfg["extract"]["layers"]
     return settings
