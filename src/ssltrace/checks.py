@@ -158,6 +158,9 @@ def _check_rdm_probe(cfg: dict) -> None:
     from ssltrace.splits import default_groups
 
     rdm, source = cfg["probes"]["rdm"], study.dataset(cfg)
+    if rdm.get("images_dir"):
+        _check_stimulus_folder(rdm["images_dir"])
+        return
     coarse_names = list(source.coarse_names)
     if not coarse_names:
         return
@@ -287,3 +290,19 @@ def _check_pooling(cfg: dict) -> None:
                 f"config key 'extract.pooling': unknown probe set {unknown[0]!r}; expected "
                 f"some of {', '.join(sorted(valid))}"
             )
+
+
+def _check_stimulus_folder(folder: str) -> None:
+    """A user's RDM stimulus folder: its layout, and every image readable (cheap: ~100)."""
+    from ssltrace.data.stimuli import KEY, stimulus_probe
+
+    try:
+        probe = stimulus_probe(folder, side=32)
+    except ValueError as exc:
+        text = message(exc).removeprefix(f"{KEY}: ")
+        raise ConfigError(f"config key '{KEY}': {text}") from None
+    if len(probe["images"]) < 4:
+        raise ConfigError(
+            f"config key 'probes.rdm.images_dir': {folder!r} holds {len(probe['images'])} "
+            "images; an RDM needs at least 4"
+        )

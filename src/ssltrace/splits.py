@@ -208,6 +208,10 @@ def write_probe(
         )
     elif kind == "human":
         probe = human_probe(data, options["images_per_class"], options["seed"])
+    elif kind == "rdm" and options.get("images_dir"):
+        from ssltrace.data.stimuli import stimulus_probe
+
+        probe = stimulus_probe(options["images_dir"], side=int(data["test_images"].shape[1]))
     elif kind == "rdm":
         groups = options.get("groups") or default_groups(options["dataset"], data["coarse_names"])
         probe = rdm_probe(data, groups, options["n_images"], options["seed"])

@@ -170,7 +170,7 @@ def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
     return {
         "novel": per_coarse * cfg["split"]["n_novel"] * p["novel"]["images_per_class"],
         "human": human_set(cfg).n_classes * p["human"]["images_per_class"],
-        "rdm": p["rdm"]["n_images"],
+        "rdm": rdm_stimulus_count(cfg),
         "known": per_coarse * cfg["split"]["n_known"] * known,
         "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
     }
@@ -181,6 +181,12 @@ def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
     settings = dict(cfg["probes"][kind])
     if kind == "rdm":
         settings["dataset"] = cfg["dataset"]["name"]
+        if settings.get("images_dir"):
+            from ssltrace.data.stimuli import folder_digest
+
+            # The folder is no rule input (Snakemake cannot track a folder's contents):
+            # its digest is a param, so a changed stimulus set redraws the probe set.
+            settings["images_digest"] = folder_digest(settings["images_dir"])
     if kind == "sample":
         settings["augment"] = cfg["augment"]
     return settings
@@ -199,3 +205,28 @@ def split_runtime(settings: Mapping[str, Any], section: str) -> tuple[dict, dict
     keys = sslconfig.runtime_keys(section)
     what = {k: v for k, v in settings.items() if k not in keys}
     return what, {k: v for k, v in settings.items() if k in keys}
+
+
+def rdm_stimulus_count(cfg: Mapping[str, Any]) -> int:
+    """Images of the RDM probe set: the user's folder, else the CIFAR stand-in's n_images."""
+    rdm = cfg["probes"]["rdm"]
+    if rdm.get("images_dir"):
+        from ssltrace.data.stimuli import stimulus_files
+
+        return len(stimulus_files(rdm["images_dir"]))
+    return rdm["n_images"]
+
+
+def rdm_stimuli(cfg: Mapping[str, Any]) -> str:
+    """What the RDM probe set is, in words, for figure captions (`{rdm_stimuli}`)."""
+    rdm = cfg["probes"]["rdm"]
+    if rdm.get("images_dir"):
+        return (
+            f"the {rdm_stimulus_count(cfg)} images of the stimulus folder "
+            f"{rdm['images_dir']} (probes.rdm.images_dir)"
+        )
+    return (
+        f"a CIFAR stand-in: {rdm['n_images']} {cfg['dataset']['name']} test images balanced "
+        "over category groups, in place of the 96-image set of Kriegeskorte et al. 2008 "
+        "(not redistributable; set probes.rdm.images_dir to use it)"
+    )

@@ -211,3 +211,9 @@ def figure_settings(row):
     figures draw them input -> output) and the config values the row labels."""
     settings = {**CFG["figures"], "layer_order": study.analysed_layers(CFG)}
     return as_json({**settings, **row.config_settings(CFG)})
+
+
+def figure_caption(row):
+    """The row's caption with what the study's RDM stimuli are (the CIFAR stand-in, named as
+    such, or the user's stimulus folder) in place of `{rdm_stimuli}`."""
+    return row.caption.replace("{rdm_stimuli}", study.rdm_stimuli(CFG))
