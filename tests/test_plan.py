@@ -11,7 +11,10 @@ from tests.conftest import ROOT, run_snakemake
 
 
 def snakemake_job_stats(workdir) -> dict[str, int]:
-    out = run_snakemake(workdir, "-n").stdout
+    return parse_job_stats(run_snakemake(workdir, "-n").stdout)
+
+
+def parse_job_stats(out: str) -> dict[str, int]:
     table = out.split("Job stats:")[1].split("total")[0]
     return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 

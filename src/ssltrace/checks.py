@@ -78,6 +78,8 @@ def _check_paths(cfg: dict) -> None:
 def _check_split(cfg: dict) -> None:
     n_coarse, split = study.dataset(cfg).n_coarse, cfg["split"]
     total = split["n_known"] + split["n_novel"]
+    if study.all_classes(cfg):
+        return  # every class is known: n_known and n_novel do not apply
     if total > n_coarse:
         raise ConfigError(
             f"config keys 'split.n_known' + 'split.n_novel' = {total}: the dataset has only "
@@ -105,8 +107,9 @@ def _check_layers(cfg: dict) -> None:
 
 def _check_probe_sizes(cfg: dict) -> None:
     novel, shots = cfg["probes"]["novel"], cfg["fewshot"]["shots"]
-    _at_most(cfg, "probes.novel.images_per_class", novel["source"])
-    if shots >= novel["images_per_class"]:
+    if not study.all_classes(cfg):  # no novel probe set in all-classes mode
+        _at_most(cfg, "probes.novel.images_per_class", novel["source"])
+    if shots >= novel["images_per_class"] and not study.all_classes(cfg):
         raise ConfigError(
             f"config key 'fewshot.shots' = {shots}: needs fewer shots than the "
             f"{novel['images_per_class']} images per novel class (probes.novel.images_per_class), "
@@ -143,7 +146,7 @@ def _at_most(cfg: dict, key: str, part: str) -> None:
     """The probe size at dotted `key` must not exceed the dataset's images per class of `part`."""
     section, kind, name = key.split(".")
     wanted, have = cfg[section][kind][name], study.images_per_class(cfg, part)
-    if wanted > have:
+    if wanted is not None and wanted > have:  # None: every image
         raise ConfigError(
             f"config key '{key}' = {wanted}: the {cfg['dataset']['name']} {part} split has "
             f"only {have} per class"

@@ -95,7 +95,14 @@ def cmd_split(args) -> None:
     from ssltrace.splits import write_split
 
     s = _settings(args.settings)
-    split = write_split(Path(args.dataset), Path(args.out), s["n_known"], s["n_novel"], s["seed"])
+    split = write_split(
+        Path(args.dataset),
+        Path(args.out),
+        s["n_known"],
+        s["n_novel"],
+        s["seed"],
+        s.get("mode", "held_out"),
+    )
     _log(f"known coarse: {split['known_coarse_names']}")
     _log(f"novel coarse: {split['novel_coarse_names']}")
 

@@ -20,16 +20,13 @@ from ssltrace import io, layout, study, tables
 
 def jobs_per_rule(cfg: dict) -> dict[str, int]:
     """Jobs of each rule, as the workflow plans them (one per run and stage; see the rules)."""
-    from ssltrace.analysis import registered
-    from ssltrace.figures.table import figure_table
-
     runs = len(cfg["methods"]) * len(cfg["seeds"])
-    analyses = registered().names()
+    analyses = study.active_analyses(cfg)  # all-classes mode skips those of novel classes
     jobs = {"dataset": 1, "human_dataset": 1, "split": 1}
-    jobs.update({f"probe_{kind}": 1 for kind in layout.PROBES})
+    jobs.update({f"probe_{kind}": 1 for kind in study.probe_kinds(cfg)})
     jobs["collect_table"] = len(analyses)
     jobs.update({rule: runs for rule in ("pretrain", "extract", *analyses)})
-    jobs.update({row.rule: 1 for row in figure_table()})
+    jobs.update({row.rule: 1 for row in study.active_figures(cfg)})
     jobs["all"] = 1
     return jobs
 

@@ -73,10 +73,70 @@ def human_per_class(cfg: Mapping[str, Any]) -> int:
     return human_set(cfg).images_per_class("all", cfg["human"]["options"])
 
 
+def all_classes(cfg: Mapping[str, Any]) -> bool:
+    """`split.mode: all` (seed 004): every class known, none held out as novel."""
+    return cfg["split"].get("mode", "held_out") == "all"
+
+
+def n_known_coarse(cfg: Mapping[str, Any]) -> int:
+    """Known (pretraining) coarse classes: split.n_known, or all of them in all-classes mode."""
+    return dataset(cfg).n_coarse if all_classes(cfg) else cfg["split"]["n_known"]
+
+
 def training_images(cfg: Mapping[str, Any]) -> int:
     """Training images of the known classes (the pretraining set)."""
-    fine_known = dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    fine_known = dataset(cfg).fine_per_coarse * n_known_coarse(cfg)
     return fine_known * images_per_class(cfg, "train")
+
+
+def probe_kinds(cfg: Mapping[str, Any]) -> list[str]:
+    """The probe sets a study draws and extracts: all of layout.PROBES, except `novel` in
+    all-classes mode (there are no novel classes)."""
+    from ssltrace import layout
+
+    return [k for k in layout.PROBES if not (k == "novel" and all_classes(cfg))]
+
+
+def skipped_analyses(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """{analysis: why it is not run}: analyses reading a probe set the study does not draw
+    (the few-shot analyses of novel classes in all-classes mode), or another skipped one's
+    output."""
+    from ssltrace.analysis import registered
+    from ssltrace.analysis.base import Activations, Artifact, ProbeFile
+
+    kinds, skipped = set(probe_kinds(cfg)), {}
+    analyses = registered()
+    for _ in analyses.names():  # until no change: an Artifact may name a later analysis
+        for name in analyses.names():
+            for spec in analyses.get(name).inputs.values():
+                probe = getattr(spec, "probe", getattr(spec, "kind", None))
+                if isinstance(spec, (Activations, ProbeFile)) and probe not in kinds:
+                    skipped[name] = (
+                        f"needs the {probe!r} probe set, which split.mode: all does not draw "
+                        "(no novel classes)"
+                    )
+                elif isinstance(spec, Artifact) and spec.analysis in skipped:
+                    skipped[name] = f"needs the output of {spec.analysis!r}, which is skipped"
+    return skipped
+
+
+def active_analyses(cfg: Mapping[str, Any]) -> list[str]:
+    from ssltrace.analysis import registered
+
+    skipped = skipped_analyses(cfg)
+    return [name for name in registered().names() if name not in skipped]
+
+
+def active_figures(cfg: Mapping[str, Any]) -> list:
+    """Rows of the figure table whose inputs the study computes."""
+    from ssltrace.figures.table import figure_table
+
+    skipped = skipped_analyses(cfg)
+    return [
+        row
+        for row in figure_table()
+        if not any(spec.analysis in skipped for spec in row.inputs.values())
+    ]
 
 
 def settings_of(cfg: Mapping[str, Any], name: str) -> dict:
@@ -166,14 +226,20 @@ def analysed_layers(cfg: Mapping[str, Any]) -> list[str]:
 def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
     """Images of each probe set."""
     p, per_coarse = cfg["probes"], dataset(cfg).fine_per_coarse
-    known = p["known"]["train_per_class"] + p["known"]["test_per_class"]
-    return {
+    known = sum(
+        images_per_class(cfg, part)
+        if p["known"][f"{part}_per_class"] is None
+        else p["known"][f"{part}_per_class"]
+        for part in ("train", "test")
+    )
+    sizes = {
         "novel": per_coarse * cfg["split"]["n_novel"] * p["novel"]["images_per_class"],
         "human": human_set(cfg).n_classes * p["human"]["images_per_class"],
         "rdm": rdm_stimulus_count(cfg),
-        "known": per_coarse * cfg["split"]["n_known"] * known,
+        "known": per_coarse * n_known_coarse(cfg) * known,
         "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
     }
+    return {kind: sizes[kind] for kind in probe_kinds(cfg)}
 
 
 def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:

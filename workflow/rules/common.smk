@@ -9,7 +9,7 @@ from ssltrace import config as sslconfig
 from ssltrace import layout, study
 from ssltrace.analysis import registered
 from ssltrace.analysis.base import Activations, Artifact, ProbeFile
-from ssltrace.figures.table import figure_table
+from snakemake.logging import logger
 from ssltrace.splits import FROM_SPLIT
 
 try:
@@ -38,14 +38,20 @@ CACHE = f"{R}/{layout.CACHE}"
 METHODS = CFG["methods"]
 SEEDS = CFG["seeds"]
 ANALYSES = registered()
-FIGURES = figure_table()
+# The study's probe sets, analyses and figures: all of them, except those of novel classes
+# in all-classes mode (split.mode: all, seed 004), which are skipped and said so here.
+PROBES = study.probe_kinds(CFG)
+ANALYSIS_NAMES = study.active_analyses(CFG)
+FIGURES = study.active_figures(CFG)
+for _name, _why in study.skipped_analyses(CFG).items():
+    logger.info(f"skipping analysis {_name} (and its figures): {_why}")
 
 
 wildcard_constraints:
     method="|".join(METHODS),
     seed=r"\d+",
-    probe="|".join(layout.PROBES),
-    analysis="|".join(ANALYSES),
+    probe="|".join(PROBES),
+    analysis="|".join(ANALYSIS_NAMES),
 
 
 def path(pattern, **fields):
@@ -122,7 +128,7 @@ def get_final_output():
         for row in FIGURES
         for fmt in CFG["figures"]["formats"]
     ]
-    tables = [path(layout.STUDY_TABLE, analysis=name) for name in ANALYSES]
+    tables = [path(layout.STUDY_TABLE, analysis=name) for name in ANALYSIS_NAMES]
     return figures + tables + per_run(layout.TRAIN_LOG)
 
 

@@ -74,7 +74,7 @@ rule split:
 
 
 # One rule per probe kind (ssltrace.layout.PROBES), all from this template.
-for kind in layout.PROBES:
+for kind in PROBES:
 
     rule:
         name:
