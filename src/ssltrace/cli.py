@@ -171,10 +171,10 @@ def cmd_collect(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    from ssltrace.figures import FIGURES
+    from ssltrace.figures import draw
 
     inputs = _named_paths(args.input, "figure --input")
-    written = FIGURES.get(args.name)(inputs, Path(args.stem), _settings(args.settings))
+    written = draw(args.name, inputs, Path(args.stem), _settings(args.settings))
     _log("wrote " + ", ".join(map(str, written)))
 
 

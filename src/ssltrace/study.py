@@ -296,3 +296,17 @@ def rdm_stimuli(cfg: Mapping[str, Any]) -> str:
         "over category groups, in place of the 96-image set of Kriegeskorte et al. 2008 "
         "(not redistributable; set probes.rdm.images_dir to use it)"
     )
+
+
+def figure_caption(row, cfg: Mapping[str, Any]) -> str:
+    """A figure-table row's caption for this study: `{rdm_stimuli}` filled in, the band named
+    as `figures.band` draws it, and the number of seeds stated."""
+    caption = row.caption.replace("{rdm_stimuli}", rdm_stimuli(cfg))
+    n = len(cfg["seeds"])
+    if cfg["figures"].get("band", "sd") == "ci95":
+        caption = caption.replace("± 1 SD", "95 % CI of the mean")
+        band = "bands are 95 % confidence intervals of the mean (Student's t, n - 1 df)"
+    else:
+        band = "bands are ± 1 SD across seeds"
+    seeds = f"{n} seeds per method" if n > 1 else "1 seed per method (no bands)"
+    return f"{caption} Statistics: {seeds}; {band}."

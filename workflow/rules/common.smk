@@ -220,6 +220,6 @@ def figure_settings(row):
 
 
 def figure_caption(row):
-    """The row's caption with what the study's RDM stimuli are (the CIFAR stand-in, named as
-    such, or the user's stimulus folder) in place of `{rdm_stimuli}`."""
-    return row.caption.replace("{rdm_stimuli}", study.rdm_stimuli(CFG))
+    """The row's caption for this study (study.figure_caption): the RDM stimuli (the CIFAR
+    stand-in, named as such, or the user's folder), the band drawn and the seed count."""
+    return study.figure_caption(row, CFG)
