@@ -44,7 +44,8 @@ def make_split(
     fine_of = {c: [int(f) for f in np.flatnonzero(fine_to_coarse == c)] for c in range(n_coarse)}
     return {
         "seed": int(seed),
-        "mode": mode,
+        # only when not the default, so a held-out study's split.json stays byte-identical
+        **({"mode": mode} if mode != "held_out" else {}),
         "known_coarse": known,
         "novel_coarse": novel,
         "known_fine": sorted(f for c in known for f in fine_of[c]),
