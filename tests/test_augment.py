@@ -1,5 +1,6 @@
 """Batched augmentation: equality with torchvision's per-image ops, rates, ranges, determinism."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -65,6 +66,7 @@ def torchvision_pipeline(images, params, config):
         ({"preset": "simclr", "blur_p": 0.5, "solarize_p": 0.3}, (48, 32, 32)),
         ({"preset": "seed000", "size": 20, "blur_p": 0.5, "blur_kernel": 5}, (24, 40, 28)),
         ({"preset": "seed000", "size": 48, "jitter_random_order": False}, (24, 32, 32)),
+        ({"preset": "seed004"}, (48, 32, 32)),  # kernel-23 blur, solarisation, ImageNet stats
     ],
 )
 def test_batched_pipeline_equals_torchvision_per_image(options, shape):
@@ -442,7 +444,8 @@ def test_to_dict_round_trips():
         ({"blur_kernel": 4}, "blur_kernel"),
         ({"size": 0}, "size"),
         ({"std": [0.2, 0.0, 0.2]}, "std"),
-        ({"mean": "imagenet"}, "mean"),
+        ({"mean": "stl10"}, "mean"),
+        ({"autoaugment": "cifar100"}, "autoaugment.*cifar10, imagenet, svhn"),
         ({"solarize_threshold": 2}, "solarize_threshold"),
         ({"jitter_random_order": 1}, "jitter_random_order"),
     ],
@@ -470,3 +473,106 @@ def test_bad_images_are_refused(images, error, message):
 def test_generator_is_required():
     with pytest.raises(TypeError, match="generator"):
         Augmenter({"preset": "simclr"})(random_images(2), 0)
+
+
+# ---------------------------------------------------------------- seed 004 presets, AutoAugment
+
+
+def test_seed004_preset_is_appendix_a1():
+    """Seed 004, Appendix A.1, item by item."""
+    config = AugmentConfig.from_dict({"preset": "seed004"})
+    assert config.crop_scale == (0.08, 1.0) and config.crop_ratio == (3 / 4, 4 / 3)
+    assert config.size == 32 and config.crop_p == 1.0 and config.flip_p == 0.5
+    assert config.jitter_p == 0.8  # ColorJitter(0.4, 0.4, 0.2, 0.1) with probability 0.8
+    assert (config.brightness, config.contrast, config.saturation, config.hue) == (
+        0.4,
+        0.4,
+        0.2,
+        0.1,
+    )
+    assert config.grayscale_p == 0.2
+    assert config.blur_p == 0.5 and config.blur_kernel == 23
+    assert config.solarize_p == 0.1
+    assert config.mean == (0.485, 0.456, 0.406) and config.std == (0.229, 0.224, 0.225)
+    assert config.autoaugment is None
+
+
+def test_seed004_rates_of_blur_and_solarisation():
+    config = AugmentConfig.from_dict({"preset": "seed004"})
+    params = A.sample_params(config, N_RATE, 32, 32, gen(7))
+    assert_rate(params.blur, 0.5)
+    assert_rate(params.solarize, 0.1)
+    assert_rate(params.jitter, 0.8)
+
+
+def test_autoaugment_equals_torchvision_autoaugment_per_image():
+    """Image i is torchvision's AutoAugment(CIFAR10) applied to it under its own seed."""
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+    config = AugmentConfig.from_dict({"preset": "autoaugment_cifar10", **RAW})
+    images = random_images(16)
+    params = A.sample_params(config, 16, 32, 32, gen(5))
+    assert params.autoaugment_seed.shape == (16,)
+    reference = AutoAugment(AutoAugmentPolicy.CIFAR10)
+    expected = []
+    for image, seed in zip(images, params.autoaugment_seed.tolist(), strict=True):
+        torch.manual_seed(seed)
+        out = reference(image.permute(2, 0, 1))
+        expected.append(out.float() / 255)
+    expected = torch.stack(expected)
+    expected = torch.where(params.flip[:, None, None, None], expected.flip(-1), expected)
+    got = A.apply_params(images, params, config)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_autoaugment_changes_images_and_varies_its_ops():
+    config = AugmentConfig.from_dict({"preset": "autoaugment_cifar10", "flip_p": 0.0, **RAW})
+    images = random_images(64)
+    out = Augmenter(config, "cpu")(images, gen(1))
+    plain = images.permute(0, 3, 1, 2).float() / 255
+    changed = (out - plain).abs().amax(dim=(1, 2, 3)) > 1e-6
+    # Every CIFAR-10 sub-policy has two ops with probabilities well above 0: most images
+    # change, and not all in the same way (a per-batch policy would change all or none).
+    assert 0.5 < changed.float().mean() <= 1.0
+    differences = (out - plain).reshape(64, -1)
+    assert len({tuple(d[:50].round(decimals=3).tolist()) for d in differences}) > 10
+
+
+def test_autoaugment_is_seeded_by_the_generator_and_leaves_the_global_rng_alone():
+    aug = Augmenter({"preset": "autoaugment_cifar10"}, "cpu")
+    images = random_images(8)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = aug(images, gen(2))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(999)  # a different global state changes nothing
+    assert torch.equal(aug(images, gen(2)), first)
+    assert not torch.equal(aug(images, gen(3)), first)
+
+
+def test_autoaugment_draws_last_so_other_draws_are_unchanged():
+    """Its seeds come after every other draw: a run without it keeps its random stream."""
+    plain = A.sample_params(AugmentConfig.from_dict({"preset": "seed000"}), 10, 32, 32, gen(4))
+    config = AugmentConfig.from_dict({"preset": "seed000", "autoaugment": "cifar10"})
+    with_aa = A.sample_params(config, 10, 32, 32, gen(4))
+    assert plain.autoaugment_seed.numel() == 0 and with_aa.autoaugment_seed.numel() == 10
+    for field in dataclasses.fields(plain):
+        if field.name != "autoaugment_seed":
+            assert torch.equal(getattr(plain, field.name), getattr(with_aa, field.name))
+
+
+def test_none_preset_is_no_augmentation():
+    images = random_images(6)
+    aug = Augmenter({"preset": "none"}, "cpu")
+    torch.testing.assert_close(aug(images, gen(0)), aug.plain(images), rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_autoaugment_on_cuda_images_matches_cpu():
+    aug_cpu = Augmenter({"preset": "autoaugment_cifar10", **RAW}, "cpu")
+    aug_gpu = Augmenter({"preset": "autoaugment_cifar10", **RAW}, "cuda")
+    images = random_images(32)
+    expected = aug_cpu(images, gen(9))
+    got = aug_gpu(images.cuda(), gen(9)).cpu()
+    # uint8 ops round alike; the float pipeline after them agrees within float rounding
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

@@ -101,6 +101,9 @@ INVALID = [
     ("seeds", "0", "'seeds'"),
     ("extract.layers", ["layer9"], "extract.layers"),
     ("extract.pooling", "median", "extract.pooling"),
+    ("extract.pooling", {"rdm": "median"}, "extract.pooling"),
+    ("extract.pooling", {"neural": "mean"}, "unknown probe set 'neural'"),
+    ("extract.projection_dim", 0, "extract.projection_dim"),
     ("figures.deep_layer", "layer7", "figures.deep_layer"),
     ("figures.methods", ["byol"], "figures.methods"),
     ("geometry.probes", ["logistic"], "figures.linear_probe"),
@@ -287,6 +290,30 @@ def test_a_run_may_override_the_augmentation():
         "grayscale_p": 0.0,
     }
     assert study.run_settings(cfg, "supervised", 0)["augment"] == {"preset": "seed000"}
+
+
+def test_a_run_with_another_augment_preset_replaces_the_study_augmentation_whole():
+    """Seed 004 Fig. 3 right: supervised with and without augmentation (and AutoAugment's
+    CIFAR-10 policy) as named variants of one study."""
+    cfg = base()
+    cfg["augment"] = {"preset": "seed004", "grayscale_p": 0.1}
+    cfg["methods"] = ["supervised", "supervised_noaug", "supervised_autoaugment"]
+    cfg["method_settings"]["supervised_noaug"] = {
+        "method": "supervised",
+        "augment": {"preset": "none"},
+    }
+    cfg["method_settings"]["supervised_autoaugment"] = {
+        "method": "supervised",
+        "augment": {"preset": "autoaugment_cifar10"},
+    }
+    cfg = study.checked(cfg)
+    assert study.run_settings(cfg, "supervised", 0)["augment"] == {
+        "preset": "seed004",
+        "grayscale_p": 0.1,
+    }
+    assert study.run_settings(cfg, "supervised_noaug", 0)["augment"] == {"preset": "none"}
+    auto = study.run_settings(cfg, "supervised_autoaugment", 0)["augment"]
+    assert auto == {"preset": "autoaugment_cifar10"}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from ssltrace.figures import FIGURES, matrixplot, readers, style
 from ssltrace.figures.table import figure_table
 from tests import seed003_study
 
-LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4", "pool", "head_fc1"]
+LAYERS = ["stem", "layer1", "layer2", "layer3", "layer4", "pool", "head_fc1", "head_fc2"]
 METHODS = ["simclr", "byol", "supervised", "untrained"]
 EPOCHS = [0, 1, 2, 3, 4]
 COARSE = ["fish", "flowers", "insects", "trees"]
@@ -572,3 +572,85 @@ def test_seed004_fig2_divides_each_curve_by_its_value_at_initialisation():
     np.testing.assert_allclose(ratio, [1.0, (0.3 / 0.5) / 0.5, (0.6 / 0.8) / 0.5])
     svm = out[out.metric == "linear_svm"].sort_values("epoch")["value"].to_numpy()
     np.testing.assert_allclose(svm, [1.0, 1.25, 2.0])
+
+
+# ---------------------------------------------------------------- statistics (issue 18, item 15)
+
+
+def _band_heights(fig) -> np.ndarray:
+    """Band height (upper - lower) at every x of every band of `fig`."""
+    heights = []
+    for band in _bands(fig):
+        for path in band.get_paths():
+            xs, ys = path.vertices[:, 0], path.vertices[:, 1]
+            heights += [np.ptp(ys[np.isclose(xs, x)]) for x in np.unique(xs)]
+    return np.array(heights)
+
+
+@pytest.mark.parametrize("name", ["rdm_stability", "fewshot_error_vs_layer"])
+def test_ci95_option_widens_bands_by_students_t(name, study, tmp_path, captured):
+    """With 2 seeds the 95 % CI half-width is t(0.975, 1) / sqrt(2) = 8.98 SDs."""
+    from ssltrace.figures import draw as draw_figure
+
+    inputs = figure_inputs(study, name)
+    draw_figure(name, inputs, tmp_path / "sd", {**SETTINGS, "band": "sd"})
+    draw_figure(name, inputs, tmp_path / "ci", {**SETTINGS, "band": "ci95"})
+    sd, ci = (_band_heights(fig) for fig in captured)
+    assert len(sd) == len(ci) and len(sd) > 0
+    keep = sd > 1e-9
+    np.testing.assert_allclose(ci[keep] / sd[keep], 12.7062047 / np.sqrt(2), rtol=1e-4)
+    assert style.band_kind() == "sd"  # reset after drawing
+
+
+def test_band_halfwidth_is_sd_or_the_t_interval():
+    from scipy.stats import t
+
+    sd, count = np.array([2.0, 2.0, 1.0]), np.array([5, 1, 10])
+    np.testing.assert_allclose(style.band_halfwidth(sd, count), [2.0, 0.0, 1.0])
+    style.use_band("ci95")
+    try:
+        # hand-worked: t(0.975, 4) = 2.7764451; 2.7764451 * 2 / sqrt(5) = 2.483328
+        got = style.band_halfwidth(sd, count)
+        assert got[0] == pytest.approx(2.483328, abs=1e-6) and got[1] == 0.0
+        low, high = t.interval(0.95, df=9, loc=0.0, scale=1.0 / np.sqrt(10))
+        assert got[2] == pytest.approx(high)
+        assert style.seeds_note(5) == "mean, 95 % CI over 5 seeds"
+    finally:
+        style.use_band("sd")
+    assert style.seeds_note(5) == "mean ± SD over 5 seeds" and style.seeds_note(1) == "1 seed"
+    with pytest.raises(ValueError, match="figures.band"):
+        style.use_band("se")
+
+
+def test_mean_sd_lines_band_is_the_planted_spread():
+    """Three seeds at each x with values m - 1, m, m + 1: SD 1, band m ± 1."""
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {"method": "simclr", "seed": s, "epoch": x, "value": 10.0 * x + d}
+        for x in range(3)
+        for s, d in enumerate((-1.0, 0.0, 1.0))
+    ]
+    fig, ax = plt.subplots()
+    style.mean_sd_lines(ax, pd.DataFrame(rows), "epoch", {"simclr": "C0"})
+    (band,) = _bands(fig)
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(-1.0) and ys.max() == pytest.approx(21.0)
+    plt.close(fig)
+
+
+def test_captions_state_the_seeds_the_band_and_the_stimuli():
+    from ssltrace import study as study_module
+    from tests.test_config import base
+
+    cfg = study_module.checked(base())
+    rows = {row.stem: row for row in figure_table()}
+    row = rows["seed001/fig01_rdm_stability"]
+    caption = study_module.figure_caption(row, cfg)
+    assert "{rdm_stimuli}" not in caption and "CIFAR stand-in" in caption
+    assert "1 seed per method" in caption  # the CI preset has one seed
+    cfg["seeds"] = [0, 1, 2]
+    cfg["figures"]["band"] = "ci95"
+    caption = study_module.figure_caption(row, cfg)
+    assert "3 seeds per method" in caption and "95 % confidence intervals" in caption
+    assert "± 1 SD" not in caption

@@ -336,3 +336,22 @@ def test_moco_shuffled_batchnorm_groups_keys_by_a_random_permutation():
     assert torch.isfinite(out["loss"])
     with pytest.raises(ValueError, match="shuffle_bn_groups=4 needs at least 8 images"):
         make("moco_v2", {"shuffle_bn_groups": 4}).loss(views(2, batch=3))
+
+
+def test_seed001_moco_preset_is_the_moco_v2_paper():
+    """Issue 18 item 6: one-directional InfoNCE, constant momentum 0.999, shuffled BN over 8
+    groups, tau 0.2, SGD lr 0.03 per 256 images with wd 1e-4 (Chen, Fan, Girshick & He 2020)."""
+    from ssltrace import study
+    from tests.conftest import ROOT
+
+    cfg = study.load(ROOT / "config.yaml", ROOT / "presets/seed001_moco.yaml")
+    run = study.run_settings(cfg, "moco_v2_seed001", 0)
+    assert run["method"] == "moco_v2"
+    net = build_network({"name": "resnet18", "width": 0.125}, "moco_v2", run["method_params"], 4)
+    p = net.params
+    assert p["symmetric"] is False and p["shuffle_bn_groups"] == 8 and p["temperature"] == 0.2
+    assert not net.uses_progress
+    assert net.momentum(0.0) == net.momentum(0.7) == 0.999
+    optimizer = run["train"]["optimizer"]
+    assert optimizer["lr"] / run["train"]["batch_size"] == pytest.approx(0.03 / 256)
+    assert optimizer["weight_decay"] == 1.0e-4 and optimizer["momentum"] == 0.9

@@ -101,7 +101,7 @@ def test_flattened_maps_unflatten_to_the_layer_outputs(tmp_path):
         [tmp_path / "epoch_000.pt"],
         {"neural": tmp_path / "neural.npz"},
         {"neural": [out]},
-        probe_pooling={"neural": "flatten"},
+        pooling={"neural": "flatten"},
         log=quiet,
     )
     acts = io.load_npz(out)
@@ -137,7 +137,7 @@ def planted(tmp_path_factory):
         [root / "epoch_000.pt"],
         {"neural": root / "images.npz"},
         {"neural": [root / "first" / "epoch_000.npz"]},
-        probe_pooling={"neural": "flatten"},
+        pooling={"neural": "flatten"},
         log=quiet,
     )
     feats = io.load_npz(root / "first" / "epoch_000.npz")["pool"].astype(np.float64)
@@ -163,7 +163,7 @@ def planted(tmp_path_factory):
         [root / "epoch_000.pt"],
         {"neural": root / "neural.npz"},
         {"neural": [acts]},
-        probe_pooling={"neural": "flatten"},
+        pooling={"neural": "flatten"},
         log=quiet,
     )
     return root
@@ -187,7 +187,8 @@ def test_predictivity_recovers_the_planted_layer_and_reliability(planted):
     assert abs(ceiled.loc["pool", "toy:random"]) < 0.15
     ceiling = table[(table.metric == "ridge_pca_ceiling") & (table.layer == "pool")]
     np.testing.assert_allclose(ceiling.value, 0.8, atol=0.06)  # the planted reliability
-    assert scores["scores"].shape == (1, 2, 1, 7, 24)
+    n_layers = len(io.load_npz(planted / "acts" / "epoch_000.npz")["layers"])
+    assert scores["scores"].shape == (1, 2, 1, n_layers, 24)
     assert scores["region"][0] == "toy:planted" and scores["kinds"].tolist() == ["raw", "ceiled"]
 
 
@@ -273,7 +274,7 @@ def test_behaviour_equals_the_library_for_the_human_probe_and_a_user_set(tmp_pat
             "human": [tmp_path / "human" / "epoch_000.npz"],
             "neural": [tmp_path / "neural" / "epoch_000.npz"],
         },
-        probe_pooling={"neural": "flatten"},
+        pooling={"neural": "flatten"},
         log=quiet,
     )
     s = settings("behaviour", splits=20)
@@ -402,7 +403,7 @@ def test_v1_like_is_best_predicted_by_an_earlier_layer_than_it_like_after_traini
         [tmp_path / "run" / "checkpoints" / "epoch_006.pt"],
         {"neural": tmp_path / "neural.npz"},
         {"neural": [tmp_path / "acts" / "epoch_006.npz"]},
-        probe_pooling={"neural": "flatten"},
+        pooling={"neural": "flatten"},
         log=quiet,
     )
     s = settings("predictivity", readouts=["ridge_pca"], ceiling_splits=20, bootstrap=20)

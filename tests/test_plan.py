@@ -11,7 +11,10 @@ from tests.conftest import ROOT, run_snakemake
 
 
 def snakemake_job_stats(workdir) -> dict[str, int]:
-    out = run_snakemake(workdir, "-n").stdout
+    return parse_job_stats(run_snakemake(workdir, "-n").stdout)
+
+
+def parse_job_stats(out: str) -> dict[str, int]:
     table = out.split("Job stats:")[1].split("total")[0]
     return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
@@ -32,8 +35,11 @@ def test_checkpoint_and_activation_sizes_match_real_networks(method):
     real = sum(t.numel() * t.element_size() for t in net.state_dict().values())
     assert ckpt_bytes == real
     images = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8).numpy()
-    acts = activations(net.eval(), images, study.analysed_layers(cfg), "mean", 2)
-    assert values == sum(a.shape[1] for a in acts.values())
+    for kind, how in [("novel", "avg2x2"), ("rdm", "flatten")]:
+        acts = activations(
+            net.eval(), images, study.analysed_layers(cfg), how, 2, None, projection_dim=4096
+        )
+        assert values[kind] == sum(a.shape[1] for a in acts.values())
 
 
 def test_summary_uses_given_throughput_for_gpu_hours():

@@ -35,6 +35,7 @@ def check(cfg: dict) -> None:
     _check_rdm_probe(cfg)
     _check_augment(cfg)
     _check_figures(cfg)
+    _check_pooling(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
     _check_neural(cfg)
@@ -86,6 +87,8 @@ def _check_paths(cfg: dict) -> None:
 def _check_split(cfg: dict) -> None:
     n_coarse, split = study.dataset(cfg).n_coarse, cfg["split"]
     total = split["n_known"] + split["n_novel"]
+    if study.all_classes(cfg):
+        return  # every class is known: n_known and n_novel do not apply
     if total > n_coarse:
         raise ConfigError(
             f"config keys 'split.n_known' + 'split.n_novel' = {total}: the dataset has only "
@@ -113,8 +116,9 @@ def _check_layers(cfg: dict) -> None:
 
 def _check_probe_sizes(cfg: dict) -> None:
     novel, shots = cfg["probes"]["novel"], cfg["fewshot"]["shots"]
-    _at_most(cfg, "probes.novel.images_per_class", novel["source"])
-    if shots >= novel["images_per_class"]:
+    if not study.all_classes(cfg):  # no novel probe set in all-classes mode
+        _at_most(cfg, "probes.novel.images_per_class", novel["source"])
+    if shots >= novel["images_per_class"] and not study.all_classes(cfg):
         raise ConfigError(
             f"config key 'fewshot.shots' = {shots}: needs fewer shots than the "
             f"{novel['images_per_class']} images per novel class (probes.novel.images_per_class), "
@@ -151,7 +155,7 @@ def _at_most(cfg: dict, key: str, part: str) -> None:
     """The probe size at dotted `key` must not exceed the dataset's images per class of `part`."""
     section, kind, name = key.split(".")
     wanted, have = cfg[section][kind][name], study.images_per_class(cfg, part)
-    if wanted > have:
+    if wanted is not None and wanted > have:  # None: every image
         raise ConfigError(
             f"config key '{key}' = {wanted}: the {cfg['dataset']['name']} {part} split has "
             f"only {have} per class"
@@ -166,6 +170,9 @@ def _check_rdm_probe(cfg: dict) -> None:
     from ssltrace.splits import default_groups
 
     rdm, source = cfg["probes"]["rdm"], study.dataset(cfg)
+    if rdm.get("images_dir"):
+        _check_stimulus_folder(rdm["images_dir"])
+        return
     coarse_names = list(source.coarse_names)
     if not coarse_names:
         return
@@ -464,4 +471,35 @@ def _check_depth(cfg: dict, name: str) -> None:
             f"config key 'dataset.name' = {cfg['dataset']['name']!r}: run {name!r} (method "
             f"{cls.name!r}) predicts depth and this dataset has no depth maps; use a dataset "
             "with train_depth (e.g. synthetic) or drop the run from 'methods'"
+        )
+
+
+def _check_pooling(cfg: dict) -> None:
+    """`extract.pooling` as a mapping names probe kinds (or `default`) only."""
+    from ssltrace import layout
+
+    pooling = cfg["extract"]["pooling"]
+    if isinstance(pooling, dict):
+        valid = {*layout.PROBES, "default"}
+        unknown = sorted(set(pooling) - valid)
+        if unknown:
+            raise ConfigError(
+                f"config key 'extract.pooling': unknown probe set {unknown[0]!r}; expected "
+                f"some of {', '.join(sorted(valid))}"
+            )
+
+
+def _check_stimulus_folder(folder: str) -> None:
+    """A user's RDM stimulus folder: its layout, and every image readable (cheap: ~100)."""
+    from ssltrace.data.stimuli import KEY, stimulus_probe
+
+    try:
+        probe = stimulus_probe(folder, side=32)
+    except ValueError as exc:
+        text = message(exc).removeprefix(f"{KEY}: ")
+        raise ConfigError(f"config key '{KEY}': {text}") from None
+    if len(probe["images"]) < 4:
+        raise ConfigError(
+            f"config key 'probes.rdm.images_dir': {folder!r} holds {len(probe['images'])} "
+            "images; an RDM needs at least 4"
         )

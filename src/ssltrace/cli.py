@@ -95,7 +95,14 @@ def cmd_split(args) -> None:
     from ssltrace.splits import write_split
 
     s = _settings(args.settings)
-    split = write_split(Path(args.dataset), Path(args.out), s["n_known"], s["n_novel"], s["seed"])
+    split = write_split(
+        Path(args.dataset),
+        Path(args.out),
+        s["n_known"],
+        s["n_novel"],
+        s["seed"],
+        s.get("mode", "held_out"),
+    )
     _log(f"known coarse: {split['known_coarse_names']}")
     _log(f"novel coarse: {split['novel_coarse_names']}")
 
@@ -180,7 +187,9 @@ def cmd_extract(args) -> None:
         cache_dir=_optional_path(args.cache_dir),
         keep_epochs=s.get("keep", "all"),
         log=_log,
-        probe_pooling=s.get("probe_pooling"),
+        projection_dim=s.get("projection_dim"),
+        projection_seed=s.get("projection_seed", 0),
+        unprojected=s.get("unprojected", ()),
     )
 
 
@@ -232,10 +241,10 @@ def cmd_collect(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    from ssltrace.figures import FIGURES
+    from ssltrace.figures import draw
 
     inputs = _named_paths(args.input, "figure --input")
-    written = FIGURES.get(args.name)(inputs, Path(args.stem), _settings(args.settings))
+    written = draw(args.name, inputs, Path(args.stem), _settings(args.settings))
     _log("wrote " + ", ".join(map(str, written)))
 
 

@@ -30,8 +30,9 @@ class ConfigError(ValueError):
 
 def deep_merge(base: dict, override: dict) -> dict:
     """`override` merged into `base` key by key, except that a mapping naming another
-    component (a different `name`: optimizer, schedule, dataset, ...) replaces the base's
-    mapping whole, so that Adam never inherits SGD's `momentum` from the config below it."""
+    component (a different `name`: optimizer, schedule, dataset, ...; or a different augment
+    `preset`) replaces the base's mapping whole, so that Adam never inherits SGD's `momentum`
+    from the config below it, nor a run with `preset: none` the study's jitter overrides."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         old = out.get(key)
@@ -43,7 +44,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def _renamed(old: dict, new: dict) -> bool:
-    return "name" in old and "name" in new and old["name"] != new["name"]
+    return any(key in old and key in new and old[key] != new[key] for key in ("name", "preset"))
 
 
 @cache

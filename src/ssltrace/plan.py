@@ -20,31 +20,29 @@ from ssltrace import io, layout, study, tables
 
 def jobs_per_rule(cfg: dict) -> dict[str, int]:
     """Jobs of each rule, as the workflow plans them (one per run and stage; see the rules)."""
-    from ssltrace.analysis import registered
-    from ssltrace.figures.table import figure_table
-
     runs = len(cfg["methods"]) * len(cfg["seeds"])
-    analyses = registered().names()
+    analyses = study.active_analyses(cfg)  # all-classes mode skips those of novel classes
     jobs = {"dataset": 1, "human_dataset": 1, "split": 1}
     if study.simulated_neural(cfg):
         jobs["neural_simulated"] = len(study.simulated_neural(cfg))
-    jobs.update({f"probe_{kind}": 1 for kind in layout.PROBES})
+    jobs.update({f"probe_{kind}": 1 for kind in study.probe_kinds(cfg)})
     jobs["collect_table"] = len(analyses)
     jobs.update({rule: runs for rule in ("pretrain", "extract", *analyses)})
     targets = len(study.target_runs(cfg))  # random-target networks: pretrain runs + one rule
     jobs["pretrain"] += targets
     if targets and "random_targets" in analyses:
         jobs["target_labels"] = 1
-    jobs.update({row.rule: 1 for row in figure_table()})
+    jobs.update({row.rule: 1 for row in study.active_figures(cfg)})
     jobs["all"] = 1
     return jobs
 
 
-def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
-    """(checkpoint bytes, activation values per image over the extracted layers)."""
+def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
+    """(checkpoint bytes, {probe kind: activation values per image over the extracted
+    layers}): the pooling is chosen per probe set, and projection caps each layer's width."""
     import torch
 
-    from ssltrace.extract import pool
+    from ssltrace.extract import pool, pooling_of
     from ssltrace.network import build_network
 
     run = study.run_settings(cfg, method, 0)
@@ -53,22 +51,26 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
         net = build_network(cfg["architecture"], run["method"], run["method_params"], n_classes)
     state = net.state_dict()
     ckpt_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    dims: dict[str, int] = {}
+    outputs: dict[str, torch.Tensor] = {}
     modules = net.layer_modules()
     hooks = [
         modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: dims.__setitem__(
-                name, pool(out, cfg["extract"]["pooling"]).shape[1]
-            )
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out)
         )
         for name in study.analysed_layers(cfg)
+        if name in modules  # head_fc2 only where the method's head has one
     ]
     net.eval()
     with torch.no_grad():
         net.probe_forward(torch.zeros(2, 3, 32, 32, device="meta"))
     for hook in hooks:
         hook.remove()
-    return ckpt_bytes, sum(dims.values())
+    cap = cfg["extract"]["projection_dim"] or float("inf")
+    values = {}
+    for kind in layout.PROBES:
+        how = pooling_of(cfg["extract"]["pooling"], kind)
+        values[kind] = int(sum(min(pool(out, how).shape[1], cap) for out in outputs.values()))
+    return ckpt_bytes, values
 
 
 def measured_throughput(results_dir: Path, skipped: list[str] | None = None) -> dict[str, float]:
@@ -112,7 +114,8 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
         seeds = len(cfg["seeds"])
         gpu_hours += hours * seeds
         ckpt_total += ckpt_bytes * n_ckpt * seeds
-        act_total += values * act_dtype * sum(sizes.values()) * n_analysed * seeds
+        per_checkpoint = sum(values[kind] * n for kind, n in sizes.items())
+        act_total += per_checkpoint * act_dtype * n_analysed * seeds
         source = "logs" if method in measured else ("given" if images_per_s else "unknown")
         rate_text = f"{rate:,.0f} img/s ({source})" if rate else "throughput unknown"
         lines.append(

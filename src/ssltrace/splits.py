@@ -13,10 +13,29 @@ import numpy as np
 from ssltrace import io
 from ssltrace.layout import PROBES
 
+SPLIT_MODES = ("held_out", "all")
 
-def make_split(fine_to_coarse: np.ndarray, coarse_names, n_known: int, n_novel: int, seed: int):
-    """Seeded split of the coarse classes into known and novel ones (disjoint)."""
+
+def make_split(
+    fine_to_coarse: np.ndarray,
+    coarse_names,
+    n_known: int,
+    n_novel: int,
+    seed: int,
+    mode: str = "held_out",
+):
+    """Seeded split of the coarse classes into known and novel ones (disjoint).
+
+    mode "held_out" (seed 000): n_known known and n_novel novel coarse classes. "all" (seed
+    004, §3): every class is known and none novel: pretraining and the geometry probes see
+    all classes (CIFAR-100: 100 classes in 20 superclasses); n_known and n_novel do not
+    apply, and the analyses of novel classes are not run (`ssltrace.study.skipped`).
+    """
     n_coarse = len(coarse_names)
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"split.mode must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
+    if mode == "all":
+        n_known, n_novel = n_coarse, 0
     if n_known + n_novel > n_coarse:
         raise ValueError(f"n_known + n_novel = {n_known + n_novel} > {n_coarse} coarse classes")
     order = np.random.default_rng(seed).permutation(n_coarse)
@@ -25,6 +44,8 @@ def make_split(fine_to_coarse: np.ndarray, coarse_names, n_known: int, n_novel: 
     fine_of = {c: [int(f) for f in np.flatnonzero(fine_to_coarse == c)] for c in range(n_coarse)}
     return {
         "seed": int(seed),
+        # only when not the default, so a held-out study's split.json stays byte-identical
+        **({"mode": mode} if mode != "held_out" else {}),
         "known_coarse": known,
         "novel_coarse": novel,
         "known_fine": sorted(f for c in known for f in fine_of[c]),
@@ -34,18 +55,24 @@ def make_split(fine_to_coarse: np.ndarray, coarse_names, n_known: int, n_novel: 
     }
 
 
-def write_split(dataset_path: Path, out: Path, n_known: int, n_novel: int, seed: int) -> dict:
+def write_split(
+    dataset_path: Path, out: Path, n_known: int, n_novel: int, seed: int, mode: str = "held_out"
+) -> dict:
     data = io.load_npz(dataset_path)
-    split = make_split(data["fine_to_coarse"], data["coarse_names"], n_known, n_novel, seed)
+    split = make_split(data["fine_to_coarse"], data["coarse_names"], n_known, n_novel, seed, mode)
     io.write_json(out, split)
     return split
 
 
-def _balanced_subset(labels: np.ndarray, classes, per_class: int, seed: int) -> np.ndarray:
+def _balanced_subset(labels: np.ndarray, classes, per_class: int | None, seed: int) -> np.ndarray:
+    """`per_class` images of each class, drawn with `seed`; None: every image of each class."""
     rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
         idx = np.flatnonzero(labels == c)
+        if per_class is None:
+            picked.append(idx)
+            continue
         if len(idx) < per_class:
             raise ValueError(f"class {c} has {len(idx)} images, fewer than {per_class} requested")
         picked.append(np.sort(rng.choice(idx, per_class, replace=False)))
@@ -208,6 +235,10 @@ def write_probe(
         )
     elif kind == "human":
         probe = human_probe(data, options["images_per_class"], options["seed"])
+    elif kind == "rdm" and options.get("images_dir"):
+        from ssltrace.data.stimuli import stimulus_probe
+
+        probe = stimulus_probe(options["images_dir"], side=int(data["test_images"].shape[1]))
     elif kind == "rdm":
         groups = options.get("groups") or default_groups(options["dataset"], data["coarse_names"])
         probe = rdm_probe(data, groups, options["n_images"], options["seed"])

@@ -74,10 +74,70 @@ def human_per_class(cfg: Mapping[str, Any]) -> int:
     return human_set(cfg).images_per_class("all", cfg["human"]["options"])
 
 
+def all_classes(cfg: Mapping[str, Any]) -> bool:
+    """`split.mode: all` (seed 004): every class known, none held out as novel."""
+    return cfg["split"].get("mode", "held_out") == "all"
+
+
+def n_known_coarse(cfg: Mapping[str, Any]) -> int:
+    """Known (pretraining) coarse classes: split.n_known, or all of them in all-classes mode."""
+    return dataset(cfg).n_coarse if all_classes(cfg) else cfg["split"]["n_known"]
+
+
 def training_images(cfg: Mapping[str, Any]) -> int:
     """Training images of the known classes (the pretraining set)."""
-    fine_known = dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    fine_known = dataset(cfg).fine_per_coarse * n_known_coarse(cfg)
     return fine_known * images_per_class(cfg, "train")
+
+
+def probe_kinds(cfg: Mapping[str, Any]) -> list[str]:
+    """The probe sets a study draws and extracts: all of layout.PROBES, except `novel` in
+    all-classes mode (there are no novel classes)."""
+    from ssltrace import layout
+
+    return [k for k in layout.PROBES if not (k == "novel" and all_classes(cfg))]
+
+
+def skipped_analyses(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """{analysis: why it is not run}: analyses reading a probe set the study does not draw
+    (the few-shot analyses of novel classes in all-classes mode), or another skipped one's
+    output."""
+    from ssltrace.analysis import registered
+    from ssltrace.analysis.base import Activations, Artifact, ProbeFile
+
+    kinds, skipped = set(probe_kinds(cfg)), {}
+    analyses = registered()
+    for _ in analyses.names():  # until no change: an Artifact may name a later analysis
+        for name in analyses.names():
+            for spec in analyses.get(name).inputs.values():
+                probe = getattr(spec, "probe", getattr(spec, "kind", None))
+                if isinstance(spec, (Activations, ProbeFile)) and probe not in kinds:
+                    skipped[name] = (
+                        f"needs the {probe!r} probe set, which split.mode: all does not draw "
+                        "(no novel classes)"
+                    )
+                elif isinstance(spec, Artifact) and spec.analysis in skipped:
+                    skipped[name] = f"needs the output of {spec.analysis!r}, which is skipped"
+    return skipped
+
+
+def active_analyses(cfg: Mapping[str, Any]) -> list[str]:
+    from ssltrace.analysis import registered
+
+    skipped = skipped_analyses(cfg)
+    return [name for name in registered().names() if name not in skipped]
+
+
+def active_figures(cfg: Mapping[str, Any]) -> list:
+    """Rows of the figure table whose inputs the study computes."""
+    from ssltrace.figures.table import figure_table
+
+    skipped = skipped_analyses(cfg)
+    return [
+        row
+        for row in figure_table()
+        if not any(spec.analysis in skipped for spec in row.inputs.values())
+    ]
 
 
 def settings_of(cfg: Mapping[str, Any], name: str) -> dict:
@@ -119,7 +179,7 @@ def run_settings(cfg: Mapping[str, Any], name: str, seed: int) -> dict:
         "method_params": settings_of(cfg, name).get("params", {}),
         "architecture": dict(settings_of(cfg, name).get("architecture", cfg["architecture"])),
         "train": train,
-        "augment": sslconfig.deep_merge(cfg["augment"], settings_of(cfg, name).get("augment", {})),
+        "augment": run_augment(cfg, name),
     }
     labels = label_setting(cfg, name)
     if labels is not None:  # only then: other runs' settings (and fingerprints) stay as they were
@@ -145,6 +205,15 @@ def n_labels(cfg: Mapping[str, Any], name: str) -> int | None:
         return None
     n_classes = dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
     return n_labelled(setting, np.full(n_classes, images_per_class(cfg, "train")))
+
+
+def run_augment(cfg: Mapping[str, Any], name: str) -> dict:
+    """`augment` with the run's overrides; an override naming another `preset` replaces it
+    whole (a run `{preset: none}` trains without augmentation whatever the study sets)."""
+    merged = sslconfig.deep_merge(
+        {"augment": cfg["augment"]}, {"augment": settings_of(cfg, name).get("augment", {})}
+    )
+    return merged["augment"]
 
 
 def checkpoint_epochs(cfg: Mapping[str, Any], name: str) -> list[int]:
@@ -185,12 +254,17 @@ def analysed_layers(cfg: Mapping[str, Any]) -> list[str]:
 def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
     """Images of each probe set."""
     p, per_coarse = cfg["probes"], dataset(cfg).fine_per_coarse
-    known = p["known"]["train_per_class"] + p["known"]["test_per_class"]
-    return {
+    known = sum(
+        images_per_class(cfg, part)
+        if p["known"][f"{part}_per_class"] is None
+        else p["known"][f"{part}_per_class"]
+        for part in ("train", "test")
+    )
+    sizes = {
         "novel": per_coarse * cfg["split"]["n_novel"] * p["novel"]["images_per_class"],
         "human": human_set(cfg).n_classes * p["human"]["images_per_class"],
-        "rdm": p["rdm"]["n_images"],
-        "known": per_coarse * cfg["split"]["n_known"] * known,
+        "rdm": rdm_stimulus_count(cfg),
+        "known": per_coarse * n_known_coarse(cfg) * known,
         "sample": p["sample"]["n_images"] * (p["sample"]["k_train"] + p["sample"]["k_test"]),
         "neural": neural_images(cfg),
         "objects": p["objects"]["n_images"],
@@ -198,6 +272,7 @@ def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
         * len(p["gratings"]["frequencies"])
         * p["gratings"]["phases"],
     }
+    return {kind: sizes[kind] for kind in probe_kinds(cfg)}
 
 
 def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
@@ -210,16 +285,27 @@ def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
     settings = dict(cfg["probes"][kind])
     if kind == "rdm":
         settings["dataset"] = cfg["dataset"]["name"]
+        if settings.get("images_dir"):
+            from ssltrace.data.stimuli import folder_digest
+
+            # The folder is no rule input (Snakemake cannot track a folder's contents):
+            # its digest is a param, so a changed stimulus set redraws the probe set.
+            settings["images_digest"] = folder_digest(settings["images_dir"])
     if kind == "sample":
         settings["augment"] = cfg["augment"]
     return settings
 
 
 def extract_settings(cfg: Mapping[str, Any]) -> dict:
-    keys = ("pooling", "batch_size", "device", "dtype", "keep")
+    keys = ("pooling", "batch_size", "device", "dtype", "keep", "projection_dim", "projection_seed")
     settings = {k: cfg["extract"][k] for k in keys}
     settings["layers"] = None if cfg["extract"]["layers"] == "all" else cfg["extract"]["layers"]
-    settings["probe_pooling"] = {"neural": cfg["neural"]["pooling"]}
+    pooling = settings["pooling"]
+    pooling = {"default": pooling} if isinstance(pooling, str) else dict(pooling)
+    # The neural probe set's pooling is `neural.pooling` (its spatial readout needs full maps).
+    pooling["neural"] = cfg["neural"]["pooling"]
+    settings["pooling"] = pooling
+    settings["unprojected"] = ["neural"]
     return settings
 
 
@@ -301,3 +387,42 @@ def target_epochs(cfg: Mapping[str, Any], run: str) -> list[int]:
     if isinstance(choice, dict):
         return sorted(set(available[:: choice["every"]]) | {available[0], available[-1]})
     return sorted(set(choice) & set(available) | {available[0], available[-1]})
+
+
+def rdm_stimulus_count(cfg: Mapping[str, Any]) -> int:
+    """Images of the RDM probe set: the user's folder, else the CIFAR stand-in's n_images."""
+    rdm = cfg["probes"]["rdm"]
+    if rdm.get("images_dir"):
+        from ssltrace.data.stimuli import stimulus_files
+
+        return len(stimulus_files(rdm["images_dir"]))
+    return rdm["n_images"]
+
+
+def rdm_stimuli(cfg: Mapping[str, Any]) -> str:
+    """What the RDM probe set is, in words, for figure captions (`{rdm_stimuli}`)."""
+    rdm = cfg["probes"]["rdm"]
+    if rdm.get("images_dir"):
+        return (
+            f"the {rdm_stimulus_count(cfg)} images of the stimulus folder "
+            f"{rdm['images_dir']} (probes.rdm.images_dir)"
+        )
+    return (
+        f"a CIFAR stand-in: {rdm['n_images']} {cfg['dataset']['name']} test images balanced "
+        "over category groups, in place of the 96-image set of Kriegeskorte et al. 2008 "
+        "(not redistributable; set probes.rdm.images_dir to use it)"
+    )
+
+
+def figure_caption(row, cfg: Mapping[str, Any]) -> str:
+    """A figure-table row's caption for this study: `{rdm_stimuli}` filled in, the band named
+    as `figures.band` draws it, and the number of seeds stated."""
+    caption = row.caption.replace("{rdm_stimuli}", rdm_stimuli(cfg))
+    n = len(cfg["seeds"])
+    if cfg["figures"].get("band", "sd") == "ci95":
+        caption = caption.replace("± 1 SD", "95 % CI of the mean")
+        band = "bands are 95 % confidence intervals of the mean (Student's t, n - 1 df)"
+    else:
+        band = "bands are ± 1 SD across seeds"
+    seeds = f"{n} seeds per method" if n > 1 else "1 seed per method (no bands)"
+    return f"{caption} Statistics: {seeds}; {band}."

@@ -9,7 +9,7 @@ from ssltrace import config as sslconfig
 from ssltrace import layout, study
 from ssltrace.analysis import registered
 from ssltrace.analysis.base import Activations, Artifact, ProbeFile
-from ssltrace.figures.table import figure_table
+from snakemake.logging import logger
 from ssltrace.splits import FROM_SPLIT
 
 try:
@@ -40,14 +40,20 @@ SEEDS = CFG["seeds"]
 ANALYSES = registered()
 # Random-target networks (seed 004 §5) are runs of the pretrain rule, not studied runs.
 TARGET_RUNS = study.target_runs(CFG)
-FIGURES = figure_table()
+# The study's probe sets, analyses and figures: all of them, except those of novel classes
+# in all-classes mode (split.mode: all, seed 004), which are skipped and said so here.
+PROBES = study.probe_kinds(CFG)
+ANALYSIS_NAMES = study.active_analyses(CFG)
+FIGURES = study.active_figures(CFG)
+for _name, _why in study.skipped_analyses(CFG).items():
+    logger.info(f"skipping analysis {_name} (and its figures): {_why}")
 
 
 wildcard_constraints:
     method="|".join([*METHODS, *TARGET_RUNS]),
     seed=r"\d+",
-    probe="|".join(layout.PROBES),
-    analysis="|".join(ANALYSES),
+    probe="|".join(PROBES),
+    analysis="|".join(ANALYSIS_NAMES),
     neural="|".join(study.simulated_neural(CFG)) or "^$",
 
 
@@ -139,7 +145,7 @@ def get_final_output():
         for row in FIGURES
         for fmt in CFG["figures"]["formats"]
     ]
-    tables = [path(layout.STUDY_TABLE, analysis=name) for name in ANALYSES]
+    tables = [path(layout.STUDY_TABLE, analysis=name) for name in ANALYSIS_NAMES]
     return figures + tables + per_run(layout.TRAIN_LOG)
 
 
@@ -253,3 +259,9 @@ def target_labels_settings():
         "batch_size": section["batch_size"],
     }
     return what, {"device": section["device"]}
+
+
+def figure_caption(row):
+    """The row's caption for this study (study.figure_caption): the RDM stimuli (the CIFAR
+    stand-in, named as such, or the user's folder), the band drawn and the seed count."""
+    return study.figure_caption(row, CFG)

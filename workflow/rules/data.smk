@@ -77,7 +77,7 @@ rule split:
 
 # One rule per probe kind (ssltrace.layout.PROBES), all from this template; the neural probe
 # set, drawn from the neural and behaviour datasets, has its own rule below.
-for kind in [k for k in layout.PROBES if k != "neural"]:
+for kind in [k for k in PROBES if k != "neural"]:
 
     rule:
         name:

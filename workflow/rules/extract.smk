@@ -5,9 +5,9 @@
 rule extract:
     input:
         checkpoints=path(layout.CHECKPOINTS),
-        probes=[path(layout.PROBE, probe=probe) for probe in layout.PROBES],
+        probes=[path(layout.PROBE, probe=probe) for probe in PROBES],
     output:
-        **{probe: activations_dir(probe) for probe in layout.PROBES},
+        **{probe: activations_dir(probe) for probe in PROBES},
     log:
         f"{LOGS}/extract/{{method}}_seed{{seed}}.log",
     conda:
@@ -21,9 +21,7 @@ rule extract:
         extract_runtime=as_json(study.split_runtime(CFG["extract"], "extract")[1]),
     params:
         epochs=analysed_epochs,
-        probes=named_args(
-            "probe", [(p, path(layout.PROBE, probe=p)) for p in layout.PROBES]
-        ),
+        probes=named_args("probe", [(p, path(layout.PROBE, probe=p)) for p in PROBES]),
         out_dir=lambda w: path(layout.RUN_ACTIVATIONS, method=w.method, seed=w.seed),
         settings=as_json(study.split_runtime(study.extract_settings(CFG), "extract")[0]),
         cache=CACHE,

@@ -24,7 +24,7 @@ for row in FIGURES:
             inputs=figure_args,
             stem=figure_stem,
             settings=figure_settings(row),
-            caption=row.caption,
+            caption=figure_caption(row),
         shell:
             "ssltrace figure --name {params.name} {params.inputs} --stem {params.stem:q} "
             "--settings {params.settings:q} > {log:q} 2>&1"

@@ -1,6 +1,6 @@
 # Metrics stage: one rule per registered analysis (ssltrace.analysis), all from this template:
 # a per-run tidy table plus the analysis's matrix files, then one study table per analysis.
-for analysis_name in ANALYSES:
+for analysis_name in ANALYSIS_NAMES:
     cls = ANALYSES.get(analysis_name)
 
     rule:

@@ -182,3 +182,45 @@ def read_cifar10_test(archive: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
         labels(batch, "labels", len(images), 10, archive, f"{root}/test_batch"),
         class_names,
     )
+
+
+# CIFAR-10's classes in the order of its batches.meta (checked against the archive on reading).
+CIFAR10_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
+def read_cifar10(archive: Path) -> dict[str, np.ndarray]:
+    """CIFAR-10 as a pretraining dataset (seed 004, Appendix B.2) in the dataset-file layout.
+
+    CIFAR-10 has no superclasses: each class is its own coarse class (`fine_to_coarse` is the
+    identity), so the coarse level of an analysis repeats the fine one.
+    """
+    root = "cifar-10-batches-py"
+    train = [f"{root}/data_batch_{i}" for i in range(1, 6)]
+    members = read_members(archive, [*train, f"{root}/test_batch", f"{root}/batches.meta"])
+    meta = f"{root}/batches.meta"
+    class_names = names(members[meta], "label_names", 10, archive, meta)
+    if tuple(class_names.tolist()) != CIFAR10_NAMES:
+        raise DataFormatError(f"{archive}: class names {class_names.tolist()} are not CIFAR-10's")
+    out = {"fine_names": class_names, "coarse_names": class_names.copy()}
+    for split, batches in (("train", train), ("test", [f"{root}/test_batch"])):
+        images, fine = [], []
+        for member in batches:
+            batch = members[member]
+            images.append(images_hwc(batch, archive, member))
+            fine.append(labels(batch, "labels", len(images[-1]), 10, archive, member))
+        out[f"{split}_images"] = np.concatenate(images)
+        out[f"{split}_fine"] = np.concatenate(fine)
+        out[f"{split}_coarse"] = out[f"{split}_fine"].copy()
+    out["fine_to_coarse"] = np.arange(10, dtype=np.int64)
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 from ssltrace import io
 from ssltrace.data import download as dl
 from ssltrace.data import synthetic
-from ssltrace.data.cifar import CIFAR100_COARSE_NAMES, read_cifar100
+from ssltrace.data.cifar import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, read_cifar10, read_cifar100
 from ssltrace.data.cifar10h import cifar10h_human
 from ssltrace.data.download import (
     CIFAR10_ARCHIVE,
@@ -84,6 +84,17 @@ DATASETS.register("cifar100")(
         CIFAR100_COARSE_NAMES,
         n_classes=100,
         per_class={"train": 500, "test": 100},
+    )
+)
+
+DATASETS.register("cifar10")(
+    DataSource(
+        "CIFAR-10: 50k train / 10k test 32x32 images, 10 classes (each its own coarse class)",
+        lambda paths: read_cifar10(paths[CIFAR10_ARCHIVE.filename]),
+        (CIFAR10_ARCHIVE,),
+        CIFAR10_NAMES,
+        n_classes=10,
+        per_class={"train": 5000, "test": 1000},
     )
 )
 

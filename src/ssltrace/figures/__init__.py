@@ -24,3 +24,14 @@ def _import_submodules() -> None:
 
 
 _import_submodules()
+
+
+def draw(name: str, inputs: dict, stem, settings: dict) -> list:
+    """Draw figure `name` with the study's statistics (`settings['band']`, default ±1 SD)."""
+    from ssltrace.figures import style
+
+    style.use_band(settings.get("band", "sd"))
+    try:
+        return FIGURES.get(name)(inputs, stem, settings)
+    finally:
+        style.use_band("sd")

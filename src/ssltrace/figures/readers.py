@@ -122,12 +122,15 @@ def chosen_layers(settings: dict, key: str, order: Sequence[str], default: list[
 def early_deep(settings: dict, order: Sequence[str]) -> tuple[str, str]:
     """The early layer (first block after the input stem) and the deep one (backbone output).
 
-    The last layer is the head's first fc (`head_fc1`), so the backbone output is the one
-    before it; `figures.early_layer` / `figures.deep_layer` override either.
+    The head's layers (`head_fc1`, `head_fc2`: names starting `head_`) come last, so the
+    backbone output is the layer before the first of them; `figures.early_layer` /
+    `figures.deep_layer` override either.
     """
     n = len(order)
+    heads = [i for i, name in enumerate(order) if str(name).startswith("head_")]
+    backbone_end = heads[0] - 1 if heads else n - 2
     early = chosen_layers(settings, "early_layer", order, [order[min(1, n - 1)]])[0]
-    deep = chosen_layers(settings, "deep_layer", order, [order[max(n - 2, 0)]])[0]
+    deep = chosen_layers(settings, "deep_layer", order, [order[max(backbone_end, 0)]])[0]
     return early, deep
 
 

@@ -1,8 +1,8 @@
 """One figure style for the whole study: palettes, fixed method colours, labels, saving.
 
 Every figure draws methods in the same colour (`method_palette`), summarises seeds the same way
-(`mean_sd_lines`: mean line, ±1 SD band only where several seeds exist) and uses one sequential
-colour map for matrices, so a reader learns the code once.
+(`mean_sd_lines`: mean line, a ±1 SD or 95 % CI band (`figures.band`) only where several seeds
+exist) and uses one sequential colour map for matrices, so a reader learns the code once.
 """
 
 from __future__ import annotations
@@ -108,6 +108,43 @@ def panels(rows: int, columns: int, figsize: tuple[float, float], **share):
     )
 
 
+# What the bands around mean lines show (`figures.band`): ±1 SD over seeds (the seed papers'
+# error bars, e.g. seed 001 Fig. 1 over 10 network instances), or the 95 % confidence
+# interval of the mean, mean ± t(0.975, n - 1) SD / sqrt(n) (Student's t: few seeds).
+BANDS = ("sd", "ci95")
+_band = {"kind": "sd"}
+
+
+def use_band(kind: str) -> None:
+    """Set what bands show for the figures drawn next (`figures.draw` sets it per figure)."""
+    if kind not in BANDS:
+        raise ValueError(f"figures.band must be one of {', '.join(BANDS)}, got {kind!r}")
+    _band["kind"] = kind
+
+
+def band_kind() -> str:
+    return _band["kind"]
+
+
+def band_halfwidth(sd: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Half-width of the band: SD, or t(0.975, n - 1) SD / sqrt(n) for the 95 % CI; 0 where
+    a single seed gives no spread."""
+    from scipy.stats import t
+
+    sd, count = np.asarray(sd, dtype=float), np.asarray(count, dtype=float)
+    several = count > 1
+    if _band["kind"] == "sd":
+        width = sd
+    else:
+        dof = np.where(several, count - 1, 1)
+        width = t.ppf(0.975, dof) * sd / np.sqrt(np.maximum(count, 1))
+    return np.where(several, np.nan_to_num(width), 0.0)
+
+
+def band_label() -> str:
+    return "± 1 SD" if _band["kind"] == "sd" else "95 % CI of the mean (t)"
+
+
 def summarise(data: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Mean, SD and number of seeds of `value` per `by` (SD is NaN for a single seed)."""
     stats = data.groupby(list(by), sort=False)["value"].agg(["mean", "std", "count"])
@@ -126,7 +163,8 @@ def mean_sd_lines(
     marker: str | None = None,
     log: bool = False,
 ) -> None:
-    """One mean line per `hue` value over `x`, with a ±1 SD band wherever >1 seed exists.
+    """One mean line per `hue` value over `x`, with a band (±1 SD, or the 95 % CI with
+    `use_band("ci95")`) wherever >1 seed exists.
 
     `data` holds one row per (hue, seed, x) with a `value` column. `positions` maps categorical
     x values (layers) to plot positions. A series with a single x (an untrained run at epoch 0)
@@ -144,12 +182,12 @@ def mean_sd_lines(
         xs = stats[x].map(positions) if positions is not None else stats[x]
         order = np.argsort(xs.to_numpy(), kind="stable")
         xs, mean = xs.to_numpy()[order], stats["mean"].to_numpy()[order]
-        sd = stats["std"].to_numpy()[order]
-        several = stats["count"].to_numpy()[order] > 1
+        count = stats["count"].to_numpy()[order]
+        several = count > 1
         colour = colour_of[key]
         label = (label_of or {}).get(key, key)
-        sd = np.where(several, sd, 0.0)
-        low, high = mean - sd, mean + sd
+        half = band_halfwidth(stats["std"].to_numpy()[order], count)
+        low, high = mean - half, mean + half
         if log:
             mean, low, high = 10**mean, 10**low, 10**high
         if len(xs) == 1:
@@ -204,7 +242,10 @@ def seed_count(data: pd.DataFrame) -> int:
 
 
 def seeds_note(n_seeds: int) -> str:
-    return f"mean ± SD over {n_seeds} seeds" if n_seeds > 1 else "1 seed"
+    if n_seeds <= 1:
+        return "1 seed"
+    what = "mean ± SD" if _band["kind"] == "sd" else "mean, 95 % CI"
+    return f"{what} over {n_seeds} seeds"
 
 
 def save(fig, stem: Path, formats: Sequence[str], dpi: int) -> list[Path]:

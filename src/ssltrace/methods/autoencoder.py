@@ -55,6 +55,7 @@ class CodeHead(nn.Module):
 class AutoEncoder(Method):
     name = "autoencoder"
     n_views = 1
+    head_layers = ("head_fc1",)  # the code (fc1) is the head's output: no fc2
     defaults = {"image_size": 32, "hidden_dim": 128, "l1_weight": 1e-4}
 
     positive = ("image_size", "hidden_dim")

@@ -48,8 +48,10 @@ class Method(nn.Module):
     positive: ClassVar[tuple[str, ...]] = ()  # > 0 (None passes: a default width)
     non_negative: ClassVar[tuple[str, ...]] = ()
     unit_interval: ClassVar[tuple[str, ...]] = ()  # in [0, 1] (momentum coefficients)
-    # Layers of the method's own modules that extraction reads after the backbone's.
-    head_layers: ClassVar[tuple[str, ...]] = ("head_fc1",)
+    # Layers of the method's own modules that extraction reads after the backbone's: the
+    # head's first layer and its output (`head.fc2`, the vector the loss sees; seed 000
+    # analyses "all layers" including it). Heads without an `fc2` list only head_fc1.
+    head_layers: ClassVar[tuple[str, ...]] = ("head_fc1", "head_fc2")
     # Input of the analysed backbone: the Augmenter's colour space and its channels.
     colour_space: ClassVar[str] = "rgb"
     in_channels: ClassVar[int] = 3
@@ -87,7 +89,11 @@ class Method(nn.Module):
 
     def layer_modules(self) -> dict[str, nn.Module]:
         """Every extracted layer's module (its forward output is the activation), in order."""
-        return {**self.backbone.layer_modules(), "head_fc1": self.head.fc1}
+        heads = {"head_fc1": self.head.fc1, "head_fc2": getattr(self.head, "fc2", None)}
+        return {
+            **self.backbone.layer_modules(),
+            **{name: heads[name] for name in self.head_layers if heads[name] is not None},
+        }
 
     def probe_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass extraction runs (its hooks capture the layers)."""

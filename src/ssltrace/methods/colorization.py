@@ -84,6 +84,7 @@ class ColourHead(nn.Module):
 class Colorization(Method):
     name = "colorization"
     n_views = 1
+    head_layers = ("head_fc1",)  # the head has no fc2 (its output is not a vector)
     colour_space = "lab"
     in_channels = 1  # the analysed backbone takes L
     defaults = {

@@ -21,7 +21,7 @@ full softmax over the bank by default, `nce_negatives` > 0 for Wu et al.'s NCE w
 many noise entries per image). The head is by default the project's MLPHead to `proj_dim` =
 128 (fc1 -> ReLU -> BN -> fc2, as every other method's, so that `head_fc1` is the same kind
 of layer across methods); `linear_head: true` is the papers' head, one linear layer to
-`proj_dim`, which is then `head_fc1` itself.
+`proj_dim`, which is then `head_fc1` itself (and there is no `head_fc2`).
 """
 
 from __future__ import annotations
