@@ -393,10 +393,10 @@ def _check_random_targets(cfg: dict) -> None:
 
 def _check_neighbours(cfg: dict) -> None:
     """The kNN bank is the known probe's train part; quality neighbours come from the rest."""
-    known, settings = cfg["probes"]["known"], cfg["neighbours"]
-    classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
-    bank = classes * known["train_per_class"]
-    images = classes * (known["train_per_class"] + known["test_per_class"])
+    settings = cfg["neighbours"]
+    classes = study.dataset(cfg).fine_per_coarse * study.n_known_coarse(cfg)
+    bank = classes * study.known_per_class(cfg, "train")
+    images = bank + classes * study.known_per_class(cfg, "test")
     if settings["k"] > bank:
         raise ConfigError(
             f"config key 'neighbours.k' = {settings['k']}: larger than the {bank} images of "

@@ -46,7 +46,7 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
     from ssltrace.network import build_network
 
     run = study.run_settings(cfg, method, 0)
-    n_classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    n_classes = study.dataset(cfg).fine_per_coarse * study.n_known_coarse(cfg)
     with torch.device("meta"):
         net = build_network(cfg["architecture"], run["method"], run["method_params"], n_classes)
     state = net.state_dict()

@@ -84,6 +84,13 @@ def n_known_coarse(cfg: Mapping[str, Any]) -> int:
     return dataset(cfg).n_coarse if all_classes(cfg) else cfg["split"]["n_known"]
 
 
+def known_per_class(cfg: Mapping[str, Any], part: str) -> int:
+    """Images per class of the known probe set's `part` ('train' or 'test'): its setting, or
+    the dataset's whole part when the setting is null (all-classes mode's full sets)."""
+    chosen = cfg["probes"]["known"][f"{part}_per_class"]
+    return images_per_class(cfg, part) if chosen is None else chosen
+
+
 def training_images(cfg: Mapping[str, Any]) -> int:
     """Training images of the known classes (the pretraining set)."""
     fine_known = dataset(cfg).fine_per_coarse * n_known_coarse(cfg)
@@ -203,7 +210,7 @@ def n_labels(cfg: Mapping[str, Any], name: str) -> int | None:
     setting = label_setting(cfg, name)
     if setting is None:
         return None
-    n_classes = dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    n_classes = dataset(cfg).fine_per_coarse * n_known_coarse(cfg)
     return n_labelled(setting, np.full(n_classes, images_per_class(cfg, "train")))
 
 
@@ -254,12 +261,7 @@ def analysed_layers(cfg: Mapping[str, Any]) -> list[str]:
 def probe_sizes(cfg: Mapping[str, Any]) -> dict[str, int]:
     """Images of each probe set."""
     p, per_coarse = cfg["probes"], dataset(cfg).fine_per_coarse
-    known = sum(
-        images_per_class(cfg, part)
-        if p["known"][f"{part}_per_class"] is None
-        else p["known"][f"{part}_per_class"]
-        for part in ("train", "test")
-    )
+    known = known_per_class(cfg, "train") + known_per_class(cfg, "test")
     sizes = {
         "novel": per_coarse * cfg["split"]["n_novel"] * p["novel"]["images_per_class"],
         "human": human_set(cfg).n_classes * p["human"]["images_per_class"],
