@@ -121,6 +121,13 @@ class RandomTargets(PerEpochAnalysis):
     sections = ("random_targets",)
     resources = {"mem_mb": 16000, "runtime": 240, "gpu": 1}
 
+    @classmethod
+    def config_settings(cls, cfg):
+        """What the read-out depends on: the other keys of the section choose the target sets,
+        which reach this analysis through its input file (a change there reruns it anyway)."""
+        section = cfg["random_targets"]
+        return {k: section[k] for k in ("classifier", "semantic", "layers")}
+
     def cache_settings(self):
         keys = ("classifier", "semantic", "layers")
         return {**{k: self.settings[k] for k in keys}, "targets": self.targets_digest}
