@@ -73,6 +73,21 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
     return ckpt_bytes, values
 
 
+def checkpoint_bytes(cfg: dict, run: str) -> int:
+    """Bytes of one checkpoint of run `run` (its own architecture), built on the meta device."""
+    import torch
+
+    from ssltrace.network import build_network
+
+    settings = study.run_settings(cfg, run, 0)
+    n_classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    with torch.device("meta"):
+        net = build_network(
+            settings["architecture"], settings["method"], settings["method_params"], n_classes
+        )
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
+
+
 def measured_throughput(results_dir: Path, skipped: list[str] | None = None) -> dict[str, float]:
     """Median training images/s per method from the study's own logs (empty if none).
 
@@ -121,6 +136,17 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
         lines.append(
             f"  {method:13s} {epochs:4d} epochs, {rate_text}, {hours:7.2f} GPU-h, "
             f"checkpoint {ckpt_bytes / 1e6:6.1f} MB"
+        )
+    for run in study.target_runs(cfg):  # random-target networks: one seed, nothing extracted
+        ckpt_bytes = checkpoint_bytes(cfg, run)
+        n_ckpt = len(study.checkpoint_epochs(cfg, run))
+        rate = measured.get(run, images_per_s)
+        hours = (n_ckpt - 1) * n_train / rate / 3600 if rate else 0.0
+        gpu_hours += hours
+        ckpt_total += ckpt_bytes * n_ckpt
+        lines.append(
+            f"  {run:13s} {n_ckpt - 1:4d} epochs, random-target network (one seed), "
+            f"{hours:7.2f} GPU-h, checkpoint {ckpt_bytes / 1e6:6.1f} MB"
         )
     lines.append(
         f"GPU-hours for training (all runs): {gpu_hours:.1f}"

@@ -53,10 +53,15 @@ from ssltrace.analysis.geometry import (
 from ssltrace.analysis.probes import check_features, check_labels, linear_probe
 
 MEASURES = ("ncc_test", "cdnv", "within_var", "between_dist")
+# Keys of `random_targets` the read-out depends on (the others choose the target sets).
+READOUT_KEYS = ("classifier", "backend", "max_iter", "semantic", "layers")
 
 
-def target_accuracy(train_x, train_y, test_x, test_y, kind="svm", device="auto") -> float:
-    """Linear test accuracy on a target set, over all test images (see module docstring)."""
+def target_accuracy(
+    train_x, train_y, test_x, test_y, kind="svm", device="auto", **probe_options
+) -> float:
+    """Linear test accuracy on a target set, over all test images (see module docstring).
+    `probe_options` go to `probes.linear_probe` (backend, max_iter, ...)."""
     train_y, test_y = _labels(train_x, train_y, test_x, test_y)
     classes = np.unique(train_y)
     seen = np.isin(test_y, classes)
@@ -64,7 +69,9 @@ def target_accuracy(train_x, train_y, test_x, test_y, kind="svm", device="auto")
         return float(np.mean(test_y == classes[0]))
     if not seen.any():
         return 0.0
-    found = linear_probe(train_x, train_y, test_x[seen], test_y[seen], kind=kind, device=device)
+    found = linear_probe(
+        train_x, train_y, test_x[seen], test_y[seen], kind=kind, device=device, **probe_options
+    )
     return found * float(seen.mean())
 
 
@@ -121,9 +128,15 @@ class RandomTargets(PerEpochAnalysis):
     sections = ("random_targets",)
     resources = {"mem_mb": 16000, "runtime": 240, "gpu": 1}
 
+    @classmethod
+    def config_settings(cls, cfg):
+        """What the read-out depends on: the other keys of the section choose the target sets,
+        which reach this analysis through its input file (a change there reruns it anyway)."""
+        section = cfg["random_targets"]
+        return {k: section[k] for k in READOUT_KEYS}
+
     def cache_settings(self):
-        keys = ("classifier", "semantic", "layers")
-        return {**{k: self.settings[k] for k in keys}, "targets": self.targets_digest}
+        return {**{k: self.settings[k] for k in READOUT_KEYS}, "targets": self.targets_digest}
 
     def prepare(self, job):
         path = job.inputs["targets"]
@@ -185,7 +198,9 @@ class RandomTargets(PerEpochAnalysis):
         rows, accuracy, measures = [], [], []
         for t, r, y in zip(epochs, randomness, preds, strict=True):
             probe = f"{net}:{int(t)}"
-            acc = target_accuracy(x[train], y[train], x[test], y[test], kind, device)
+            acc = target_accuracy(
+                x[train], y[train], x[test], y[test], kind, device, **self._probe_options()
+            )
             found = clustering_measures(x[train], y[train], x[test], y[test], device)
             rows += [(layer, probe, "randomness", float(r)), (layer, probe, f"linear_{kind}", acc)]
             rows += [(layer, probe, m, v) for m, v in found.items()]
@@ -200,6 +215,9 @@ class RandomTargets(PerEpochAnalysis):
         found = ratios(semantic, random)
         rows += [(layer, net, f"ratio_{m}", v) for m, v in found.items()]
         return rows, accuracy, [found[m] for m in MEASURES]
+
+    def _probe_options(self) -> dict:
+        return {k: self.settings[k] for k in ("backend", "max_iter") if k in self.settings}
 
     def _target_axes(self) -> dict[str, np.ndarray]:
         width = max(len(s[1]) for s in self.sets.values())
