@@ -35,6 +35,7 @@ def check(cfg: dict) -> None:
     _check_rdm_probe(cfg)
     _check_augment(cfg)
     _check_figures(cfg)
+    _check_weights(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
 
@@ -271,3 +272,13 @@ def _component(key: str, check, *args) -> None:
         check(*args)
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key '{key}': {message(exc)}") from None
+
+
+def _check_weights(cfg: dict) -> None:
+    """A weights file that initialises the backbone must exist before any run trains."""
+    weights = cfg["architecture"].get("weights")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(
+            f"config key 'architecture.weights' = {weights!r}: no such file (a torchvision "
+            "ResNet weights file, e.g. resnet18-f37072fd.pth)"
+        )
