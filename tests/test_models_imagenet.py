@@ -168,3 +168,22 @@ def test_config_checks_the_weights_file_and_accepts_the_architecture(tmp_path):
     weights.write_bytes(b"")
     cfg["architecture"]["weights"] = str(weights)
     checks.check(cfg)  # the file's content is checked when the backbone is built
+
+
+def test_a_checkpoint_loads_without_its_initial_weights_file(tmp_path):
+    from ssltrace import io
+    from ssltrace.network import build_network, load_network
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    arch = {"name": "resnet18_imagenet", "weights": str(weights)}
+    net = build_network(arch, "supervised", None, n_classes=4)
+    ckpt = {"architecture": arch, "method": "supervised", "method_params": net.params}
+    ckpt |= {"n_classes": 4, "state_dict": net.state_dict()}
+    path = tmp_path / "epoch_001.pt"
+    io.torch_save(path, ckpt)
+    weights.unlink()  # moved away after training started
+    loaded, _ = load_network(path, torch.device("cpu"))
+    x = image(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.probe_forward(x), net.eval().probe_forward(x))
