@@ -29,7 +29,7 @@ PACKAGE = Path(config.__file__).parent
 # Import layers, lowest first (docs/ARCHITECTURE.md): a module may import from its own layer
 # and the layers below, never above. Keys are top-level module or package names.
 LAYERS = [
-    {"__init__", "registry", "io", "layout", "store", "tables", "device"},
+    {"__init__", "registry", "io", "layout", "store", "tables", "device", "distributed"},
     {"config"},
     {"data", "models", "losses", "augment", "analysis", "kmeans", "projection"},
     {"methods", "splits", "probesets"},

@@ -39,7 +39,14 @@ def record_layers(model, x):
 
 
 def test_registry_lists_the_architectures():
-    assert ARCHITECTURES.names() == ["res_lh", "resnet18", "resnet50", "vit"]
+    assert ARCHITECTURES.names() == [
+        "res_lh",
+        "resnet18",
+        "resnet18_imagenet",
+        "resnet50",
+        "resnet50_imagenet",
+        "vit",
+    ]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

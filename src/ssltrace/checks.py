@@ -36,6 +36,7 @@ def check(cfg: dict) -> None:
     _check_augment(cfg)
     _check_figures(cfg)
     _check_pooling(cfg)
+    _check_weights(cfg)
     for method in cfg["methods"]:
         _check_method(cfg, method)
     _check_neural(cfg)
@@ -502,4 +503,14 @@ def _check_stimulus_folder(folder: str) -> None:
         raise ConfigError(
             f"config key 'probes.rdm.images_dir': {folder!r} holds {len(probe['images'])} "
             "images; an RDM needs at least 4"
+        )
+
+
+def _check_weights(cfg: dict) -> None:
+    """A weights file that initialises the backbone must exist before any run trains."""
+    weights = cfg["architecture"].get("weights")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(
+            f"config key 'architecture.weights' = {weights!r}: no such file (a torchvision "
+            "ResNet weights file, e.g. resnet18-f37072fd.pth)"
         )

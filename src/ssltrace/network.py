@@ -29,9 +29,10 @@ def build_network(
 def load_network(checkpoint_path: Path, device: torch.device) -> tuple[Method, dict]:
     """The network a checkpoint was written from, with its weights, in eval mode."""
     ckpt = io.torch_load(checkpoint_path)
-    net = build_network(
-        ckpt["architecture"], ckpt["method"], ckpt["method_params"], ckpt["n_classes"]
-    )
+    # The checkpoint's weights replace any initialisation: a weights file it started from
+    # is not read again (and need not exist any more).
+    architecture = {k: v for k, v in ckpt["architecture"].items() if k != "weights"}
+    net = build_network(architecture, ckpt["method"], ckpt["method_params"], ckpt["n_classes"])
     net.load_state_dict(ckpt["state_dict"])
     return net.to(device).eval(), ckpt
 

@@ -6,6 +6,7 @@ backbone out_dim) and `proj_dim` (2048).
 
 from __future__ import annotations
 
+from ssltrace.distributed import gather
 from ssltrace.losses import barlow_twins_loss
 from ssltrace.methods.base import METHODS, Method, make_head
 
@@ -25,4 +26,5 @@ class BarlowTwins(Method):
 
     def loss(self, views, labels=None, index=None):
         z1, z2 = self.embed_views(views, self.head).chunk(2)
-        return barlow_twins_loss(z1, z2, self.params["lambd"])
+        # Cross-correlation of the global batch when data-parallel.
+        return barlow_twins_loss(gather(z1), gather(z2), self.params["lambd"])

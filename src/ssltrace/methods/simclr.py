@@ -6,6 +6,7 @@ backbone's out_dim, as in the paper) and `proj_dim` (128).
 
 from __future__ import annotations
 
+from ssltrace.distributed import gather
 from ssltrace.losses import nt_xent_loss
 from ssltrace.methods.base import METHODS, Method, make_head
 
@@ -24,4 +25,5 @@ class SimCLR(Method):
 
     def loss(self, views, labels=None, index=None):
         z1, z2 = self.embed_views(views, self.head).chunk(2)
-        return nt_xent_loss(z1, z2, self.params["temperature"])
+        # Negatives from the global batch when data-parallel (identity in one process).
+        return nt_xent_loss(gather(z1), gather(z2), self.params["temperature"])

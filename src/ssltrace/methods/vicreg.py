@@ -8,6 +8,7 @@ defaults; `variance` "sum" (mu [v(Z) + v(Z')], the papers' Eq.; seed 004 Eq. 1) 
 
 from __future__ import annotations
 
+from ssltrace.distributed import gather
 from ssltrace.losses import vicreg_loss
 from ssltrace.losses.vicreg import VARIANCE_TERMS
 from ssltrace.methods.base import METHODS, Method, make_head
@@ -47,4 +48,5 @@ class VICReg(Method):
         z1, z2 = self.embed_views(views, self.head).chunk(2)
         p = self.params
         coefficients = (p["sim_coeff"], p["std_coeff"], p["cov_coeff"])
-        return vicreg_loss(z1, z2, *coefficients, variance=p["variance"])
+        # Variance and covariance of the global batch when data-parallel.
+        return vicreg_loss(gather(z1), gather(z2), *coefficients, variance=p["variance"])

@@ -1,8 +1,9 @@
 """Backbones and heads.
 
 `build_backbone(name, **params)` returns a `Backbone`: `layer_names` (ordered tuple), `out_dim`,
-`forward(x [B,3,32,32]) -> [B, out_dim]` pooled features, and `layer_modules()` mapping each
-layer name to the module whose forward output is that activation (for forward hooks).
+`forward(x [B,3,32,32]) -> [B, out_dim]` pooled features (x at 224 px for the `*_imagenet`
+ones), and `layer_modules()` mapping each layer name to the module whose forward output is that
+activation (for forward hooks).
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import re
 
 import torch
 
-from ssltrace.models import res_lh, resnet_cifar, vit  # noqa: F401  (register the architectures)
+from ssltrace.models import (  # noqa: F401  (register the architectures)
+    res_lh,
+    resnet_cifar,
+    resnet_imagenet,
+    vit,
+)
 from ssltrace.models.backbone import ARCHITECTURES, Backbone
 from ssltrace.models.heads import MLPHead
 
