@@ -5,7 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-ANALYSIS_NAMES = {"clustering", "fewshot", "geometry", "human", "trajectory"}
+ANALYSIS_NAMES = {
+    "clustering",
+    "fewshot",
+    "geometry",
+    "human",
+    "trajectory",
+    "predictivity",
+    "behaviour",
+}
 
 
 def _python(code: str) -> str:
