@@ -36,8 +36,10 @@ def jobs_per_rule(cfg: dict) -> dict[str, int]:
     return jobs
 
 
-def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
-    """(checkpoint bytes, activation values per image over the extracted layers)."""
+def network_sizes(cfg: dict, method: str, pooling: str | None = None) -> tuple[int, int]:
+    """(checkpoint bytes, activation values per image over the extracted layers), pooled as
+    `extract.pooling` or `pooling` (the neural probe set's `neural.pooling`)."""
+    pooling = pooling or cfg["extract"]["pooling"]
     import torch
 
     from ssltrace.extract import pool
@@ -53,9 +55,7 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, int]:
     modules = net.layer_modules()
     hooks = [
         modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: dims.__setitem__(
-                name, pool(out, cfg["extract"]["pooling"]).shape[1]
-            )
+            lambda _m, _i, out, name=name: dims.__setitem__(name, pool(out, pooling).shape[1])
         )
         for name in study.analysed_layers(cfg)
     ]
@@ -108,7 +108,10 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
         seeds = len(cfg["seeds"])
         gpu_hours += hours * seeds
         ckpt_total += ckpt_bytes * n_ckpt * seeds
-        act_total += values * act_dtype * sum(sizes.values()) * n_analysed * seeds
+        _, neural_values = network_sizes(cfg, method, cfg["neural"]["pooling"])
+        per_checkpoint = values * (sum(sizes.values()) - sizes["neural"])
+        per_checkpoint += neural_values * sizes["neural"]  # the neural probe's full maps
+        act_total += per_checkpoint * act_dtype * n_analysed * seeds
         source = "logs" if method in measured else ("given" if images_per_s else "unknown")
         rate_text = f"{rate:,.0f} img/s ({source})" if rate else "throughput unknown"
         lines.append(
