@@ -310,6 +310,11 @@ def _check_neural(cfg: dict) -> None:
         except NeuralDataError as error:
             raise ConfigError(f"config key '{key}': {error}") from None
     for name, path in study.behaviour_files(cfg).items():
+        if name == "human" or name in files:
+            raise ConfigError(
+                f"config key 'neural.behaviour.{name}': the name is taken (by the human probe "
+                "set or a neural dataset); table rows are told apart by it"
+            )
         if not Path(path).is_file():
             raise ConfigError(f"config key 'neural.behaviour.{name}': file {path} not found")
         try:

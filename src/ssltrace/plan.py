@@ -39,7 +39,8 @@ def jobs_per_rule(cfg: dict) -> dict[str, int]:
 
 def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
     """(checkpoint bytes, {probe kind: activation values per image over the extracted
-    layers}): the pooling is chosen per probe set, and projection caps each layer's width."""
+    layers}): the pooling is chosen per probe set (the neural
+    probe set's by `neural.pooling`), and projection caps each layer's width."""
     import torch
 
     from ssltrace.extract import pool, pooling_of
@@ -65,10 +66,12 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
         net.probe_forward(torch.zeros(2, 3, 32, 32, device="meta"))
     for hook in hooks:
         hook.remove()
-    cap = cfg["extract"]["projection_dim"] or float("inf")
+    extract = study.extract_settings(cfg)
     values = {}
     for kind in layout.PROBES:
-        how = pooling_of(cfg["extract"]["pooling"], kind)
+        how = pooling_of(extract["pooling"], kind)
+        cap = extract["projection_dim"] or float("inf")
+        cap = float("inf") if kind in extract["unprojected"] else cap
         values[kind] = int(sum(min(pool(out, how).shape[1], cap) for out in outputs.values()))
     return ckpt_bytes, values
 
@@ -80,7 +83,7 @@ def checkpoint_bytes(cfg: dict, run: str) -> int:
     from ssltrace.network import build_network
 
     settings = study.run_settings(cfg, run, 0)
-    n_classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
+    n_classes = study.dataset(cfg).fine_per_coarse * study.n_known_coarse(cfg)
     with torch.device("meta"):
         net = build_network(
             settings["architecture"], settings["method"], settings["method_params"], n_classes

@@ -338,6 +338,10 @@ class Behaviour(PerEpochAnalysis):
         from ssltrace import io
         from ssltrace.data.neural import block_arrays
 
+        self.probe_paths = {
+            "human": job.inputs["human_probe"],
+            "neural": job.inputs["neural_probe"],
+        }
         human = io.load_npz(job.inputs["human_probe"])
         self.sets = [self._set("human", "human", np.ones(len(human["labels"]), bool), human)]
         neural = io.load_npz(job.inputs["neural_probe"])
@@ -358,8 +362,11 @@ class Behaviour(PerEpochAnalysis):
         return list(dict.fromkeys(s.role for s in self.sets))
 
     def cache_settings(self):
-        sets = [(s.name, s.role, s.reliability, int(s.mask.sum())) for s in self.sets]
-        return {**self.settings, "sets": sets}
+        from ssltrace.store import file_digest
+
+        # the probe files hold the choice counts compared with
+        digests = [file_digest(self.probe_paths[role]) for role in ("human", "neural")]
+        return {**self.settings, "probes": digests}
 
     def epoch(self, role, acts):
         layers = self.settings.get("layers") or [penultimate_layer(layer_names(acts))]

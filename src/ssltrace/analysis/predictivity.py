@@ -721,9 +721,11 @@ class Predictivity(PerEpochAnalysis):
     def prepare(self, job):
         from ssltrace import io
         from ssltrace.data.neural import probe_block_data
+        from ssltrace.store import file_digest
 
         probe = io.load_npz(job.inputs["probe"])
         self.probe_path, self.labels = job.inputs["probe"], probe["labels"]
+        self.probe_digest = file_digest(job.inputs["probe"])
         s = self.measure_settings()
         self.blocks = []
         for b, kind in enumerate(probe["block_kind"].astype(str)):
@@ -734,8 +736,8 @@ class Predictivity(PerEpochAnalysis):
             self.blocks.append((b, str(probe["class_names"][b]), data, ceiling))
 
     def cache_settings(self):
-        ceilings = [None if c is None else c.tolist() for *_, c in self.blocks]
-        return {**self.settings, "ceilings": ceilings}
+        # the probe file holds the responses scored (the activations' key has its images)
+        return {**self.settings, "probe": self.probe_digest}
 
     def epoch(self, role, acts):
         from ssltrace.analysis.base import layer_names

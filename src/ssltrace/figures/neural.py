@@ -168,7 +168,7 @@ def neural_best_layer_index(inputs: dict, stem: Path, settings: dict) -> list[Pa
     ax.set_xlabel("Region")
     sns.despine(ax=ax)
     _legend(ax, colours, best)
-    fig.suptitle(f"Best layer per region by {label} (seed 003 ED Fig. 3)")
+    fig.suptitle(f"Best layer per region by {label[0].lower()}{label[1:]} (seed 003 ED Fig. 3)")
     return style.save(fig, stem, *readers.formats(settings))
 
 
@@ -277,12 +277,22 @@ def _pvalue_panel(ax, names: list[str], p: np.ndarray, t: np.ndarray, title: str
 
     with np.errstate(divide="ignore", invalid="ignore"):
         strength = -np.log10(p)
-    image = heatmap(ax, strength, 0.0, max(3.0, float(np.nanmax(strength, initial=0.0))), "mako_r")
+    top = max(3.0, float(np.nanmax(strength, initial=0.0)))
+    image = heatmap(ax, strength, 0.0, top, "mako_r")
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(p[i, j]):
                 sign = "+" if t[i, j] > 0 else "−"
-                ax.text(j, i, f"{sign}\n{p[i, j]:.2g}", ha="center", va="center", fontsize=6)
+                colour = "white" if strength[i, j] > top / 2 else "black"  # legible on dark
+                ax.text(
+                    j,
+                    i,
+                    f"{sign}\n{p[i, j]:.2g}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color=colour,
+                )
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_title(title)
