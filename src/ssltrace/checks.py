@@ -40,6 +40,7 @@ def check(cfg: dict) -> None:
     _check_neighbours(cfg)
     _check_orientation(cfg)
     _check_objects(cfg)
+    _check_chosen_epochs(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -320,3 +321,16 @@ def _check_objects(cfg: dict) -> None:
         raise ConfigError(
             f"config key 'probes.objects.fractions' = {objects['fractions']}: {error}"
         ) from None
+
+
+def _check_chosen_epochs(cfg: dict) -> None:
+    """Epochs named by the seed 003 snapshot analyses must be analysed in some run."""
+    analysed = set().union(*(study.analysed_epochs(cfg, m) for m in cfg["methods"]))
+    for section in ("filters", "mds", "stimuli"):
+        wanted = cfg[section]["epochs"] or []
+        missing = [e for e in wanted if e not in analysed]
+        if missing:
+            raise ConfigError(
+                f"config key '{section}.epochs': epoch {missing[0]} is not analysed in any run "
+                f"(extract.epochs); analysed: {', '.join(map(str, sorted(analysed)))}"
+            )
