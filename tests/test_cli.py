@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 ANALYSIS_NAMES = {"clustering", "fewshot", "geometry", "human", "trajectory"}
+ANALYSIS_NAMES |= {"neighbours", "orientation", "mds", "filters", "stimuli", "transfer"}  # seed 003
 
 
 def _python(code: str) -> str:
