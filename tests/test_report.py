@@ -29,6 +29,7 @@ CATEGORIES = {
     "Seed 001: representational trajectories",
     "Seed 004: clustering geometry",
     "Training",
+    "Seed 003: embedding diagnostics and development",
 }
 CHROMIUM_FLAGS = [
     "--headless",
