@@ -8,6 +8,7 @@ import sys
 ANALYSIS_NAMES = {"clustering", "fewshot", "geometry", "human", "trajectory"}
 ANALYSIS_NAMES |= {"compression", "umap", "random_targets"}  # seed 004 (issue 18)
 ANALYSIS_NAMES |= {"predictivity", "behaviour"}  # seed 003 (issue 17)
+ANALYSIS_NAMES |= {"neighbours", "orientation", "mds", "filters", "stimuli", "transfer"}  # seed 003
 
 
 def _python(code: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssltrace import io
+from ssltrace import io, layout
 from tests import tiny_study
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,10 @@ def test_checkpoints_and_activations_are_identical(two_runs):
         assert all(torch.equal(v, cb["state_dict"][k]) for k, v in ca["state_dict"].items())
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     activations = relative_files(a, "activations/**/*.npz")
-    assert len(activations) == 5 * 3 and relative_files(b, "activations/**/*.npz") == activations
+    assert (
+        len(activations) == len(layout.PROBES) * 3
+        and relative_files(b, "activations/**/*.npz") == activations
+    )
     for name in activations:
         xa, xb = io.load_npz(a / name), io.load_npz(b / name)
         assert xa.keys() == xb.keys()

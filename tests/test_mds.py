@@ -97,3 +97,17 @@ def test_mds_analysis_at_chosen_epochs(tmp_path):
             tmp_path / "u.tsv",
             {"embedding": tmp_path / "u.npz"},
         )
+
+
+@pytest.mark.parametrize("section", ["mds", "filters", "stimuli"])
+def test_unanalysed_snapshot_epochs_name_the_key(section):
+    from pathlib import Path
+
+    from ssltrace import study
+    from ssltrace.config import ConfigError
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match=f"{section}.epochs"):
+        study.load(
+            root / "config.yaml", root / "presets/ci.yaml", overrides={section: {"epochs": [9]}}
+        )

@@ -9,6 +9,7 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from ssltrace.analysis.base import Job, run_job
 from ssltrace.analysis.neighbours import (
     Neighbours,
+    neighbour_profile,
     neighbour_quality,
     rank_grid,
     ranked_similarities,
@@ -195,3 +196,12 @@ def test_bad_neighbour_settings_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         root = Path(__file__).resolve().parents[1]
         study.load(root / "config.yaml", root / "presets/ci.yaml", overrides=override)
+
+
+def test_neighbour_profile_is_quality_and_ranked_curve_in_one_pass():
+    rng = np.random.default_rng(5)
+    x, y = _clustered(4, 15, 6, rng, spread=2.0)
+    ranks = rank_grid(59, 12)
+    quality, curve = neighbour_profile(x, y, 10, ranks, chunk_size=7, dtype="float64")
+    assert quality == pytest.approx(neighbour_quality(x, y, 10, dtype="float64"), abs=1e-12)
+    np.testing.assert_allclose(curve, ranked_similarities(x, ranks, dtype="float64"))

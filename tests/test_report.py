@@ -29,7 +29,7 @@ CATEGORIES = {
     "Seed 001: representational trajectories",
     "Seed 004: clustering geometry",
     "Training",
-    "Seed 003: neural predictivity and behavioural consistency",
+    "Seed 003: neural predictivity, behaviour, embedding diagnostics, semi-supervision",
 }
 CHROMIUM_FLAGS = [
     "--headless",

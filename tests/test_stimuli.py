@@ -128,3 +128,23 @@ def test_stimuli_analysis_on_a_checkpoint(tmp_path):
             tmp_path / "u.tsv",
             {"stimuli": tmp_path / "u.npz"},
         )
+
+
+def test_a_single_channel_backbone_sees_the_l_channel(tmp_path):
+    from ssltrace.analysis.stimuli import input_transform
+    from ssltrace.augment import LAB_MEAN, LAB_STD, normalise, rgb_to_lab
+
+    rgb = torch.rand(2, 3, 8, 8)
+    expected = normalise(rgb_to_lab(rgb), torch.tensor(LAB_MEAN), torch.tensor(LAB_STD))[:, :1]
+    torch.testing.assert_close(input_transform({}, 1)(rgb), expected)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    backbone = build_backbone("resnet18", width=0.125, in_channels=1)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    arch = {"name": "resnet18", "width": 0.125}
+    torch_save(folder / "epoch_000.pt", {"epoch": 0, "state_dict": state, "architecture": arch})
+    job = Job("cmc", 0, [0], {"checkpoints": folder}, tmp_path / "cache", lambda m: None)
+    run_job(
+        Stimuli({**SETTINGS, "steps": 2}), job, tmp_path / "t.tsv", {"stimuli": tmp_path / "s.npz"}
+    )
+    assert load_npz(tmp_path / "s.npz")["stimuli"].shape == (1, 1, 2, 16, 16, 3)

@@ -29,6 +29,7 @@ TINY = {
     "figures": {"formats": ["png", "pdf"], "dpi": 50},
 }
 ANALYSES = ("fewshot", "clustering", "human", "trajectory", "geometry")
+ANALYSES += ("neighbours", "orientation", "mds", "filters", "stimuli", "transfer")  # seed 003
 TABLES = [f"results/tables/{name}.tsv" for name in ANALYSES]
 FIG5_STEM = "results/figures/seed000/fig05_fewshot_error_vs_layer"
 FIG5 = [f"{FIG5_STEM}.{fmt}" for fmt in ("png", "pdf")]

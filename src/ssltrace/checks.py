@@ -48,6 +48,7 @@ def check(cfg: dict) -> None:
     for method in cfg["methods"]:
         _check_labels(cfg, method)
         _check_depth(cfg, method)
+    _check_chosen_epochs(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -519,3 +520,16 @@ def _check_weights(cfg: dict) -> None:
             f"config key 'architecture.weights' = {weights!r}: no such file (a torchvision "
             "ResNet weights file, e.g. resnet18-f37072fd.pth)"
         )
+
+
+def _check_chosen_epochs(cfg: dict) -> None:
+    """Epochs named by the seed 003 snapshot analyses must be analysed in some run."""
+    analysed = set().union(*(study.analysed_epochs(cfg, m) for m in cfg["methods"]))
+    for section in ("filters", "mds", "stimuli"):
+        wanted = cfg[section]["epochs"] or []
+        missing = [e for e in wanted if e not in analysed]
+        if missing:
+            raise ConfigError(
+                f"config key '{section}.epochs': epoch {missing[0]} is not analysed in any run "
+                f"(extract.epochs); analysed: {', '.join(map(str, sorted(analysed)))}"
+            )

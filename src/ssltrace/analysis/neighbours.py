@@ -181,6 +181,38 @@ def ranked_similarities(
     return (total / n).cpu().numpy()[ranks - 1]
 
 
+def neighbour_profile(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_neighbours: int = 10,
+    ranks: np.ndarray | None = None,
+    chunk_size: int = 1024,
+    device: str | torch.device = "auto",
+    dtype: str = "float32",
+) -> tuple[float, np.ndarray]:
+    """(`neighbour_quality`, `ranked_similarities`) from one pass over the similarity blocks:
+    each block is sorted once, its order giving the nearest neighbours and its values the
+    ranked curve (half the matrix products of calling both)."""
+    x = check_features(features, "features", NP_DTYPES[_name(dtype)])
+    y = check_labels(labels, "labels", x.shape[0])
+    n = x.shape[0]
+    if not isinstance(n_neighbours, (int, np.integer)) or not 1 <= n_neighbours < n:
+        raise ValueError(f"n_neighbours must be an integer from 1 to {n - 1}, got {n_neighbours!r}")
+    ranks = np.arange(1, n) if ranks is None else np.asarray(ranks, dtype=np.int64)
+    if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 1 or ranks.max() > n - 1:
+        raise ValueError(f"ranks must be a 1-D array of ranks from 1 to {n - 1}")
+    dev = resolve_device(device)
+    unit = unit_rows(x, dev, _dtype(dtype))
+    codes = torch.from_numpy(np.unique(y, return_inverse=True)[1].astype(np.int64)).to(dev)
+    total, same = torch.zeros(n - 1, dtype=torch.float64, device=dev), 0
+    for start, block in _similarity_blocks(unit, unit, _check_chunk(chunk_size), True):
+        ordered = block.sort(dim=1, descending=True)  # self (-inf) last
+        total += ordered.values[:, : n - 1].sum(dim=0, dtype=torch.float64)
+        own = codes[start : start + block.shape[0], None]
+        same += int((codes[ordered.indices[:, :n_neighbours]] == own).sum())
+    return same / (n * n_neighbours), (total / n).cpu().numpy()[ranks - 1]
+
+
 def _name(dtype: str) -> str:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -242,12 +274,19 @@ class Neighbours(PerEpochAnalysis):
         for layer in layers:
             x = acts[layer]
             knn = weighted_knn_accuracy(
-                x[train], labels[train], x[test], labels[test],
-                k=s["k"], temperature=s["temperature"], **self._options(),
-            )  # fmt: skip
-            quality = neighbour_quality(x, labels, s["quality_neighbours"], **self._options())
+                x[train],
+                labels[train],
+                x[test],
+                labels[test],
+                k=s["k"],
+                temperature=s["temperature"],
+                **self._options(),
+            )
+            quality, curve = neighbour_profile(
+                x, labels, s["quality_neighbours"], ranks, **self._options()
+            )
             rows += [(layer, "fine", "knn_accuracy", knn)]
             rows += [(layer, "fine", "neighbour_quality", quality)]
-            curves.append(ranked_similarities(x, ranks, **self._options()))
+            curves.append(curve)
         arrays = {"ranked": np.stack(curves), "layers": np.array(layers), "ranks": ranks}
         return rows, arrays

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from ssltrace.analysis import ANALYSES
 from ssltrace.analysis.base import Checkpoints, PerCheckpointAnalysis
 from ssltrace.analysis.filters import chosen, first_conv
+from ssltrace.analysis.probes import resolve_device
 from ssltrace.augment import LAB_MEAN, LAB_STD, AugmentConfig, normalise, rgb_to_lab
 from ssltrace.models import build_backbone
 
@@ -56,8 +57,9 @@ def input_transform(checkpoint: dict, in_channels: int):
     if in_channels == 3:
         return lambda rgb: normalise(rgb, torch.tensor(config.mean), torch.tensor(config.std))
     if in_channels == 1:
-        stats = torch.tensor(LAB_MEAN), torch.tensor(LAB_STD)
-        return lambda rgb: normalise(rgb_to_lab(rgb), *stats)[:, :1]
+        return lambda rgb: normalise(
+            rgb_to_lab(rgb), torch.tensor(LAB_MEAN), torch.tensor(LAB_STD)
+        )[:, :1]
     raise ValueError(f"a backbone taking {in_channels} input channels has no image transform")
 
 
@@ -80,7 +82,9 @@ def random_affine(
     """Each image translated by up to `jitter` px, scaled by U(scale), rotated by up to
     ± `rotation` degrees: one bilinear resampling with reflection at the border."""
     b, _, h, _ = images.shape
-    u = torch.rand(b, 4, generator=generator)
+    u = torch.rand(b, 4, generator=generator).to(
+        images.device
+    )  # drawn on the CPU: same on any device
     angle = torch.deg2rad((2 * u[:, 0] - 1) * rotation)
     factor = scale[0] + (scale[1] - scale[0]) * u[:, 1]
     shift = (2 * u[:, 2:] - 1) * jitter * 2 / h  # pixels -> normalised coordinates
@@ -95,7 +99,8 @@ def random_affine(
 def channel_response(output: torch.Tensor, channels: list[int]) -> torch.Tensor:
     """Image b's response: its channel `channels[b]` averaged over positions [B]."""
     pooled = output.flatten(2).mean(dim=2) if output.ndim > 2 else output
-    return pooled[torch.arange(len(channels)), torch.tensor(channels)]
+    rows = torch.arange(len(channels), device=pooled.device)
+    return pooled[rows, torch.tensor(channels, device=pooled.device)]
 
 
 def optimal_stimuli(
@@ -116,10 +121,11 @@ def optimal_stimuli(
     module = backbone.layer_modules()[layer]
     captured = {}
     hook = module.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
+    device = next(backbone.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     coeffs = 0.01 * torch.randn(len(channels), 3, size, size // 2 + 1, 2, generator=generator)
-    coeffs.requires_grad_(True)
-    fscale = fourier_scale(size)
+    coeffs = coeffs.to(device).requires_grad_(True)
+    fscale = fourier_scale(size).to(device)
     optimiser = torch.optim.Adam([coeffs], lr=lr)
     try:
         for _ in range(steps):
@@ -136,7 +142,7 @@ def optimal_stimuli(
             response = channel_response(captured["out"], channels)
     finally:
         hook.remove()
-    return image.permute(0, 2, 3, 1).numpy(), response.numpy()
+    return image.permute(0, 2, 3, 1).cpu().numpy(), response.cpu().numpy()
 
 
 def grey_response(backbone, to_input, layer: str, channels: list[int], size: int) -> np.ndarray:
@@ -146,8 +152,9 @@ def grey_response(backbone, to_input, layer: str, channels: list[int], size: int
     hook = module.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
     try:
         with torch.no_grad():
-            backbone(to_input(torch.full((len(channels), 3, size, size), 0.5)))
-            return channel_response(captured["out"], channels).numpy()
+            device = next(backbone.parameters()).device
+            backbone(to_input(torch.full((len(channels), 3, size, size), 0.5, device=device)))
+            return channel_response(captured["out"], channels).cpu().numpy()
     finally:
         hook.remove()
 
@@ -191,9 +198,9 @@ class Stimuli(PerCheckpointAnalysis):
         return wanted
 
     def epoch(self, checkpoint):
-        torch.manual_seed(self.settings["seed"])
         s = self.settings
-        backbone = backbone_from_checkpoint(checkpoint)
+        device = resolve_device(s.get("device", "auto"))
+        backbone = backbone_from_checkpoint(checkpoint).to(device)
         for p in backbone.parameters():
             p.requires_grad_(False)
         to_input = input_transform(checkpoint, first_conv(checkpoint["state_dict"])[1].shape[1])
@@ -247,8 +254,9 @@ def _width(backbone, layer: str, size: int) -> int:
     hook = module.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
     try:
         in_channels = first_conv({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
+        device = next(backbone.parameters()).device
         with torch.no_grad():
-            backbone(torch.zeros(1, in_channels[1].shape[1], size, size))
+            backbone(torch.zeros(1, in_channels[1].shape[1], size, size, device=device))
     finally:
         hook.remove()
     return int(captured["out"].shape[1])
