@@ -46,6 +46,8 @@ from ssltrace.training import build_optimizer, train_run
 from ssltrace.training.engine import amp_dtype, resolve_device
 
 OPTIMIZER = {"name": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 5e-4}
+# LLP propagates labels from its second epoch (the timed one), not after 10 IR epochs.
+PARAMS = {"moco_v2": {"queue_size": 4096}, "local_label_propagation": {"ir_epochs": 1}}
 
 
 def parse_args() -> argparse.Namespace:
@@ -91,7 +93,7 @@ def engine_run(method, args, dataset, split, out: Path) -> dict:
     run = {
         "method": method,
         "seed": 0,
-        "method_params": {"queue_size": 4096} if method == "moco_v2" else {},
+        "method_params": PARAMS.get(method, {}),
         "architecture": {"name": "resnet18", "width": args.width},
         "train": {
             **defaults()["train"],

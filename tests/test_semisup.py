@@ -1,6 +1,7 @@
 """Seed 003's semi-supervised learning: the labelled subset, its config checks, and the
 Mean Teacher, Local Label Propagation and few-label losses on hand-computed cases."""
 
+import copy
 import math
 import re
 
@@ -120,6 +121,12 @@ def test_label_fraction_variants_are_runs_with_their_own_settings():
     assert "labels" not in study.run_settings(cfg, "simclr", 0)  # others' settings unchanged
     n_classes = study.dataset(cfg).fine_per_coarse * cfg["split"]["n_known"]
     assert study.n_labels(cfg, "mt_f10") == n_classes * 2  # round(0.1 x 16) per class
+    # A changed fraction changes only that run's settings (the pretrain rule's params).
+    changed = copy.deepcopy(cfg)
+    changed["method_settings"]["mt_f10"]["labels"]["fraction"] = 0.2
+    for name in ("mt_f50", "simclr"):
+        assert study.run_settings(changed, name, 0) == study.run_settings(cfg, name, 0)
+    assert study.run_settings(changed, "mt_f10", 0) != a
     assert study.n_labels(cfg, "simclr") is None
 
 

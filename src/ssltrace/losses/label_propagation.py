@@ -2,6 +2,10 @@
 the labelled images to the rest through the embedding's local geometry, then a
 confidence-weighted categorisation and aggregation loss.
 
+Written from the paper as described below; the authors' code (neuroailab/LocalLabelPropagation)
+was not available to compare details such as the density's neighbourhood and the exact
+confidence against.
+
 Notation as Local Aggregation's (`ssltrace.losses.instance`): V the memory bank [n, D] of
 l2-normalised embeddings, t the temperature, s_j = v . V_j / t.
 
@@ -22,7 +26,7 @@ claim the whole region). Pseudo-label and confidence:
 
 Labelled images keep their label with confidence 1.
 
-Loss of a batch (the paper's Eq. for L(x_i), averaged over the batch): with B_i the
+Loss of a batch (the paper's per-example loss, averaged over the batch): with B_i the
 `background_k` nearest bank entries (background neighbours, as LA), C_i = the bank entries
 whose (pseudo-)label is yhat_i, and z_i the category logits,
 
