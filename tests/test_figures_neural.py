@@ -29,7 +29,12 @@ SETTINGS = {
     "ceiling": True,
     "behaviour_layers": None,
 }
-NEURAL_FIGURES = {row.draw for row in figure_table() if row.stem.startswith("seed003/")}
+NEURAL_FIGURES = {  # the seed 003 figures of neural and behavioural data (figures/neural.py)
+    row.draw
+    for row in figure_table()
+    if row.stem.startswith("seed003/")
+    and {spec.analysis for spec in row.inputs.values()} <= {"predictivity", "behaviour"}
+}
 
 
 def peak(region: str) -> int:

@@ -161,6 +161,8 @@ def test_config_checks_the_weights_file_and_accepts_the_architecture(tmp_path):
 
     cfg = base()
     cfg["architecture"] = {"name": "resnet18_imagenet", "final_pool": False, "weights": "x.pth"}
+    for section in ("compression", "random_targets"):  # the CI preset names `pool`: none here
+        cfg[section]["layers"] = None
     cfg = validate(cfg)
     with pytest.raises(ConfigError, match=r"'architecture.weights' = 'x.pth': no such file"):
         checks.check(cfg)

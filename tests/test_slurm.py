@@ -68,12 +68,13 @@ def time_limit_minutes(value):
 
 
 def gpu_rules() -> set[str]:
-    """The workflow's rules that declare a GPU: the training and extraction stages and every
-    registered analysis whose `resources` ask for one (the profile must list exactly these)."""
+    """The workflow's rules that declare a GPU: the training, extraction and target-label
+    stages and every registered analysis whose `resources` ask for one (the profile must list
+    exactly these)."""
     from ssltrace.analysis import registered
 
     analyses = registered()
-    return {"pretrain", "extract"} | {
+    return {"pretrain", "extract", "target_labels"} | {
         name for name in analyses if analyses.get(name).resources.get("gpu")
     }
 

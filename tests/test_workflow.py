@@ -85,7 +85,9 @@ def test_figures_exist_and_rerun_does_nothing(ci_study):
 # the values of a trained network depend on the CPU's floating-point kernels, so they are
 # pinned per CPU (vendor, torch's CPU capability, torch version) and compared where this
 # machine's kind is pinned. Values are hashed at 10 significant digits. A deliberate change of
-# results re-pins the changed table (the human table since seed 000's human matrix, issue 18).
+# results re-pins the changed table (the human table since seed 000's human matrix, issue 18;
+# every table when head_fc2 and per-probe pooling came, issue 18 items 4-5, and the analyses
+# of issues 17, 18 and 21 were pinned beside them).
 PINNED_TABLES = ROOT / "tests" / "data" / "ci_tables.json"
 KEYS = ["method", "seed", "epoch", "layer", "probe", "metric"]
 

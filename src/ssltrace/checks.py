@@ -487,6 +487,11 @@ def _check_pooling(cfg: dict) -> None:
 
     pooling = cfg["extract"]["pooling"]
     if isinstance(pooling, dict):
+        if "neural" in pooling:
+            raise ConfigError(
+                "config key 'extract.pooling': names the neural probe set, whose pooling is "
+                "set by neural.pooling (its spatial readout needs the full maps)"
+            )
         valid = {*layout.PROBES, "default"}
         unknown = sorted(set(pooling) - valid)
         if unknown:

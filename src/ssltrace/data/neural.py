@@ -37,6 +37,8 @@ which filters over the whole source footprint when shrinking, i.e. anti-aliased)
 from __future__ import annotations
 
 import io as _io
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +105,32 @@ def write_neural(path: str | Path, data: NeuralData) -> None:
     ds = _to_dataset(data)
     encoding = {name: {"zlib": True, "complevel": 4} for name in ds.data_vars}
     with io.atomic_path(path, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        if _hdf5_can_open(tmp):
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            ds.to_netcdf(Path(scratch) / "data.nc", engine="netcdf4", encoding=encoding)
+            shutil.copyfile(Path(scratch) / "data.nc", tmp)
+
+
+def _hdf5_can_open(path) -> bool:
+    """HDF5 (under netCDF-C) refuses a path holding a backslash (PermissionError), which a
+    results_dir may hold (tests/test_security.py): such files go through a scratch copy or
+    memory instead."""
+    return "\\" not in str(Path(path).resolve())
+
+
+def _open_netcdf(path):
+    """The xarray dataset of a NetCDF file (netCDF4 engine, lazily; from memory where HDF5
+    cannot open the path, `_hdf5_can_open`)."""
+    import xarray as xr
+
+    if _hdf5_can_open(path):
+        return xr.open_dataset(path, engine="netcdf4")
+    import netCDF4
+
+    store = netCDF4.Dataset("in-memory.nc", memory=Path(path).read_bytes())
+    return xr.open_dataset(xr.backends.NetCDF4DataStore(store))
 
 
 def _to_dataset(data: NeuralData):
@@ -147,11 +174,10 @@ def read_neural(
         require_ceiling: refuse data whose noise ceiling cannot be estimated (< 2 repetitions)
             instead of flagging it (`NeuralData.has_ceiling`).
     """
-    import xarray as xr
 
     path = Path(path)
     try:
-        ds = xr.open_dataset(path, engine="netcdf4")
+        ds = _open_netcdf(path)
     except (OSError, ValueError) as exc:
         raise NeuralDataError(f"{path}: not a readable NetCDF file ({exc})") from exc
     with ds:
@@ -348,13 +374,12 @@ def check_neural_file(
 ) -> NeuralData:
     """Everything `read_neural` checks except decoding the images (cheap enough for a dry run:
     the responses and coordinates are read, the images' layout only); `images` is empty."""
-    import xarray as xr
 
     path = Path(path)
     if not path.is_file():
         raise NeuralDataError(f"{path}: neural-data file not found")
     try:
-        ds = xr.open_dataset(path, engine="netcdf4")
+        ds = _open_netcdf(path)
     except (OSError, ValueError) as exc:
         raise NeuralDataError(f"{path}: not a readable NetCDF file ({exc})") from exc
     with ds:
@@ -453,11 +478,10 @@ def read_behaviour(path: str | Path) -> dict[str, np.ndarray]:
     names); coordinate `label` (presentation): the true class, as a name in `choice` or an
     index. Errors name the file and the variable.
     """
-    import xarray as xr
 
     where = str(path)
     try:
-        ds = xr.open_dataset(path, engine="netcdf4")
+        ds = _open_netcdf(path)
     except (OSError, ValueError) as exc:
         raise NeuralDataError(f"{where}: not a readable NetCDF file ({exc})") from exc
     with ds:
@@ -482,10 +506,9 @@ def read_behaviour(path: str | Path) -> dict[str, np.ndarray]:
 
 def behaviour_size(path: str | Path) -> int:
     """Images of a behaviour file (its `choice_counts` rows), read lazily."""
-    import xarray as xr
 
     try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
+        with _open_netcdf(path) as ds:
             return int(ds["choice_counts"].shape[0])
     except (OSError, ValueError, KeyError) as exc:
         raise NeuralDataError(f"{path}: no readable variable 'choice_counts' ({exc})") from exc
@@ -618,10 +641,9 @@ def import_brainio(
 
 
 def _open_assembly(path):
-    import xarray as xr
 
     try:
-        ds = xr.open_dataset(path, engine="netcdf4")
+        ds = _open_netcdf(path)
     except (OSError, ValueError) as exc:
         raise NeuralDataError(f"{path}: not a readable NetCDF file ({exc})") from exc
     with ds:
