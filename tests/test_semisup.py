@@ -402,6 +402,14 @@ def test_label_sweep_draws_seed_means_at_each_runs_number_of_labels(tmp_path, mo
     assert fl.lines[0].get_ydata()[0] == pytest.approx(0.25)
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert [line.get_ydata()[0] for line in dashed] == pytest.approx([0.9])
+    consistency = table.assign(metric="behaviour_consistency", probe="human", value=table.value / 2)
+    io.save_table(tmp_path / "behaviour.tsv", consistency[consistency.layer == "pool"])
+    inputs = {"table": tmp_path / "geometry.tsv", "behaviour": tmp_path / "behaviour.tsv"}
+    FIGURES.get("label_sweep")(inputs, tmp_path / "g", settings)
+    left, right = figures[1].axes  # Fig. 4e beside Fig. 4f
+    mt = {line.get_label(): line for line in left.get_lines()}["mean_teacher"]
+    assert list(mt.get_ydata()) == pytest.approx([0.225, 0.375])  # the behaviour table's values
+    assert "consistency" in left.get_ylabel() and "accuracy" in right.get_ylabel()
 
 
 def test_two_stream_batches_hold_a_fixed_share_of_labelled_images():

@@ -9,7 +9,7 @@ every label, an unsupervised method with none) are drawn as horizontal reference
 Accuracy is the linear-probe test accuracy of the known fine classes (geometry table,
 `figures.linear_probe`) at the deep layer (`figures.deep_layer`) and each run's final epoch;
 points are means over seeds, bars ± 1 SD. Behavioural consistency (Fig. 4e) is drawn from the
-`behaviour` input's `consistency` metric when the figure is given one.
+`behaviour` input's `behaviour_consistency` metric when the figure is given one.
 """
 
 from __future__ import annotations
@@ -71,8 +71,7 @@ def label_sweep(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     counts = label_counts(settings)
     panels = [(data, f"{PROBES[linear.removeprefix('linear_')]} test accuracy, fine classes")]
     if "behaviour" in inputs:
-        behaviour = readers.read_metrics(inputs, ["consistency"], role="behaviour")
-        panels.insert(0, (behaviour[behaviour["layer"] == layer], "Behavioural consistency"))
+        panels.insert(0, _consistency_panel(inputs, layer))
     families = list(dict.fromkeys(method for method, _ in counts.values()))
     others = [m for m in style.ordered_methods(data["method"]) if m not in counts]
     colours = style.method_palette(families + others)
@@ -86,3 +85,13 @@ def label_sweep(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     style.method_legend(fig, colours, title=title, loc="outside right upper")
     fig.suptitle(f"Accuracy against the number of labels, {layer} (seed 003 Fig. 4e-f)")
     return style.save(fig, stem, *readers.formats(settings))
+
+
+def _consistency_panel(inputs: dict, layer: str) -> tuple:
+    """(rows, y label) of Fig. 4e: consistency with the CIFAR-10H humans (probe `human`) of
+    the behaviour table, at the deep layer when the behaviour analysis read it, else at the
+    layer it read (`behaviour.layers`, default the penultimate)."""
+    rows = readers.read_metrics(inputs, ["behaviour_consistency"], role="behaviour")
+    rows = rows[rows["probe"] == "human"]
+    at = layer if layer in set(rows["layer"]) else rows["layer"].iloc[0]
+    return rows[rows["layer"] == at], f"Behavioural consistency with humans, {at}"
