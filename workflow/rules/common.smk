@@ -263,5 +263,6 @@ def target_labels_settings():
 
 def figure_caption(row):
     """The row's caption for this study (study.figure_caption): the RDM stimuli (the CIFAR
-    stand-in, named as such, or the user's folder), the band drawn and the seed count."""
+    stand-in, named as such, or the user's folder), the band drawn and the seed count.
+    """
     return study.figure_caption(row, CFG)
