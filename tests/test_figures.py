@@ -271,8 +271,14 @@ def write_study(root, seeds=(0, 1)):
 
 # Figure name -> the inputs it reads: (study table, per-run files).
 # What each figure reads, from the figure table: (analysis or "logs", "table" or "runs").
-# Seed 003's figures (predictivity, behaviour) are tested in tests/test_figures_neural.py.
-SEED003 = {row.draw for row in figure_table() if row.stem.startswith("seed003/")}
+# Seed 003's figures of neural and behavioural data are tested in tests/test_figures_neural.py,
+# the label sweep (Fig. 4e-f, which needs labelled-subset runs) in tests/test_semisup.py.
+SEED003 = {
+    row.draw
+    for row in figure_table()
+    if {spec.analysis for spec in row.inputs.values()} <= {"predictivity", "behaviour"}
+    or row.draw == "label_sweep"
+}
 FIGURE_INPUTS = {
     row.draw: [
         (role, spec.analysis or "logs", "runs" if spec.per_run else "table")

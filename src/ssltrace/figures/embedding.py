@@ -91,19 +91,7 @@ def knn_by_method(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     fig, axes = style.panels(1, 2, (10.5, 3.6))
     bars, lines = axes[0]
     at_deep = data[data["layer"] == deep]
-    stats = style.summarise(at_deep, ["method"]).set_index("method").reindex(methods)
-    xs = np.arange(len(methods))
-    bars.bar(
-        xs,
-        stats["mean"],
-        yerr=stats["std"].fillna(0),
-        capsize=3,
-        color=[colours[m] for m in methods],
-    )
-    for x, method in zip(xs, methods, strict=True):
-        seeds = at_deep[at_deep["method"] == method]["value"]
-        bars.scatter(np.full(len(seeds), x), seeds, color="0.2", s=8, zorder=3)
-    bars.set_xticks(xs, methods, rotation=30, ha="right")
+    _method_bars(bars, at_deep, methods, colours)
     bars.set_ylabel("Weighted kNN accuracy\n(fraction of test images)")
     bars.set_title(f"{deep}, final epoch", fontsize=9)
     positions = {layer: i for i, layer in enumerate(order)}
@@ -135,21 +123,8 @@ def transfer_by_method(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     methods = style.ordered_methods(data["method"])
     colours = style.method_palette(methods)
     fig, axes = style.panels(1, 3, (11.0, 3.4), sharey=True)
-    xs = np.arange(len(methods))
     for ax, (metric, title) in zip(axes[0], measures, strict=True):
-        rows = data[data["metric"] == metric]
-        stats = style.summarise(rows, ["method"]).set_index("method").reindex(methods)
-        ax.bar(
-            xs,
-            stats["mean"],
-            yerr=stats["std"].fillna(0),
-            capsize=3,
-            color=[colours[m] for m in methods],
-        )
-        for x, method in zip(xs, methods, strict=True):
-            seeds = rows[rows["method"] == method]["value"]
-            ax.scatter(np.full(len(seeds), x), seeds, color="0.2", s=8, zorder=3)
-        ax.set_xticks(xs, methods, rotation=30, ha="right")
+        _method_bars(ax, data[data["metric"] == metric], methods, colours)
         ax.set_title(title, fontsize=9)
         sns.despine(ax=ax)
     axes[0, 0].set_ylabel("Pearson r, held-out images\n(best layer)")
@@ -194,3 +169,15 @@ def development(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     style.method_legend(fig, colours, title=f"Method\n({note})", loc="outside right upper")
     fig.suptitle("Training trajectories (seed 003 Extended Data Fig. 11)")
     return style.save(fig, stem, *readers.formats(settings))
+
+
+def _method_bars(ax, rows, methods: list[str], colours: dict) -> None:
+    """One bar per method: the mean over seeds with ± 1 SD, each seed's value as a dot."""
+    stats = style.summarise(rows, ["method"]).set_index("method").reindex(methods)
+    xs = np.arange(len(methods))
+    yerr = stats["std"].fillna(0)
+    ax.bar(xs, stats["mean"], yerr=yerr, capsize=3, color=[colours[m] for m in methods])
+    for x, method in zip(xs, methods, strict=True):
+        seeds = rows[rows["method"] == method]["value"]
+        ax.scatter(np.full(len(seeds), x), seeds, color="0.2", s=8, zorder=3)
+    ax.set_xticks(xs, methods, rotation=30, ha="right")
