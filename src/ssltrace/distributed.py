@@ -58,3 +58,33 @@ def gather(x: torch.Tensor) -> torch.Tensor:
             "drop the last incomplete batch (DistributedSampler(drop_last=True))"
         )
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+@torch.no_grad()
+def gather_detached(x: torch.Tensor) -> torch.Tensor:
+    """Every process's `x` [n, ...] concatenated in rank order, without gradient (memory-bank
+    and queue updates: every process then writes the same rows, so the banks stay equal).
+    Identity when not distributed; equal shapes on every process, as `gather`."""
+    if not is_distributed():
+        return x
+    x = x.detach().contiguous()
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def mean_(x: torch.Tensor) -> torch.Tensor:
+    """`x` replaced in place by its mean over processes (a no-op when not distributed)."""
+    if is_distributed():
+        dist.all_reduce(x)
+        x /= world_size()
+    return x
+
+
+@torch.no_grad()
+def broadcast_(x: torch.Tensor, source: int = 0) -> torch.Tensor:
+    """`x` replaced in place by process `source`'s copy (a no-op when not distributed)."""
+    if is_distributed():
+        dist.broadcast(x, source)
+    return x

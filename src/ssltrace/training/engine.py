@@ -35,6 +35,7 @@ from ssltrace.config import defaults, runtime_keys
 from ssltrace.device import resolve_device as shared_resolve_device
 from ssltrace.methods import METHODS, EpochContext, Method
 from ssltrace.network import build_network
+from ssltrace.training import ddp
 from ssltrace.training.data import TrainingSet, load_training_set
 from ssltrace.training.labels import masked_labels
 from ssltrace.training.optim import build_optimizer
@@ -81,22 +82,30 @@ def train_run(
         io.check_digest(split_path)
     data = load_training_set(dataset_path, split_path)
     train = run["train"]
-    device = resolve_device(train["device"])
+    world = ddp.world_from_env()  # several processes under torchrun (training/ddp.py)
+    ddp.check_settings(train, world)
+    device = ddp.device(world, train["device"], resolve_device)
+    if not world.writer:
+        log = _quiet
     if METHODS.get(run["method"]).trains and len(data.images) < train["batch_size"]:
         raise ValueError(
             f"train.batch_size {train['batch_size']} exceeds the {len(data.images)} training "
             "images of the known classes (incomplete batches are dropped)"
         )
-    with runtime_settings(train, device):
-        trainer = Trainer(run, data, device, Path(out_dir), log)
+    with ddp.process_group(world, device), runtime_settings(train, device):
+        trainer = Trainer(run, data, device, Path(out_dir), log, world)
         if trainer.threads:
             log(
                 f"{trainer.name}: deterministic on the CPU, so on {trainer.threads} torch "
                 f"thread{'s' if trainer.threads > 1 else ''} (train.threads) whatever the job "
                 "was granted: its numbers depend on the count"
             )
-        with trainer.store.locked(log):
+        with ddp.locked(trainer.store, log, world):
             trainer.fit(_on_step)
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks > 0: rank 0 reports for the run."""
 
 
 def check_complete(run: Mapping[str, Any]) -> None:
@@ -188,13 +197,16 @@ class Trainer:
         device: torch.device,
         out_dir: Path,
         log: Callable[[str], None],
+        world: ddp.World = ddp.ONE,
     ):
-        self.device, self.log = device, log
+        self.device, self.log, self.world = device, log, world
         self.train = train = dict(run["train"])
         self.epochs = train["epochs"]
         self.batch_size = train["batch_size"]
         self.n_classes = data.n_classes
         self.method = self._build_method(run, data.n_classes, len(data.images))
+        ddp.seed_global_rng(run["seed"], world)
+        self.local_batch = self.batch_size // world.size  # this process's share of a step
         # The run as trained: the method's and the augmentation's own defaults filled in.
         augment = AugmentConfig.from_dict(run["augment"]).to_dict()
         self.spec = {**run, "method_params": self.method.params, "augment": augment}
@@ -240,6 +252,8 @@ class Trainer:
         method = build_network(run["architecture"], run["method"], run["method_params"], n_classes)
         method.setup(n_images)
         method.to(self.device)
+        if self.train.get("sync_bn"):
+            method = ddp.sync_batchnorm(method, self.world, self.device)
         if self.train["channels_last"]:
             method.to(memory_format=torch.channels_last)  # speed: NHWC convolutions
         if self.train["compile"]:
@@ -255,16 +269,22 @@ class Trainer:
         # Epochs matter only when the lr or momentum schedule spans the whole run.
         if not (self.schedule.depends_on_epochs or self.method.uses_progress):
             train.pop("epochs")
+        if train.get("processes", 1) == 1:  # one-process fingerprints as before these keys
+            train.pop("processes", None)
+            train.pop("sync_bn", None)
         if not self.method.trains:
             train = {}
         return {**spec, "train": train, "data": data.digest(with_depth=self.method.needs_depth)}
 
     def fit(self, on_step: StepHook | None = None) -> None:
-        last = self._restore()
+        if self.method.trains:
+            ddp.check_saved_world(self.store.saved_description(), self.world, self.store.root)
+        last = ddp.rank0_first(self._restore)  # rank 0 repairs the state, then others read it
         target = self.epochs if self.method.trains else 0
         if last >= target:
-            self.store.expose(target)
-            self._write_log(target)
+            if self.world.writer:
+                self.store.expose(target)
+                self._write_log(target)
             self.log(f"{self.name}: epochs 0..{target} already trained; nothing to do")
             return
         if last < 0:
@@ -287,7 +307,8 @@ class Trainer:
         if state is None:
             if reason is not None:
                 self.log(f"{self.name}: discarding saved training state ({reason}); starting over")
-            self.store.reset(self.description, self.threads)
+            if self.world.writer:
+                self.store.reset(self.description, self.threads)
             return -1
         epoch = state["epoch"]
         checkpoint = state.get("checkpoint") or self.store.load_epoch(epoch)
@@ -295,12 +316,14 @@ class Trainer:
         self.method.load_training_state(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        rng = state.get("rank_rng", [state["rng"]])[self.world.rank]
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.rows = list(state["rows"])
-        self.store.record(self.description, self.threads)  # rewritten: it may have been damaged
-        self.store.expose(min(epoch, self.epochs if self.method.trains else 0))
+        if self.world.writer:
+            self.store.record(self.description, self.threads)  # rewritten: it may be damaged
+            self.store.expose(min(epoch, self.epochs if self.method.trains else 0))
         self.log(f"{self.name}: resuming after epoch {epoch} from {self.store.root}")
         return epoch
 
@@ -311,7 +334,8 @@ class Trainer:
         last = state["epoch"]
         bad = self.store.damaged_epochs(last)
         if list(bad) == [last] and "checkpoint" in state:
-            self.store.save_epoch(last, state["checkpoint"])
+            if self.world.writer:
+                self.store.save_epoch(last, state["checkpoint"])
             self.log(f"{self.name}: {bad[last]}; rewrote it from {self.store.resume_path}")
             return None
         if not bad:
@@ -364,7 +388,9 @@ class Trainer:
         depth: torch.Tensor | None = None,
     ) -> tuple[dict[str, float], float]:
         perm_seed, aug_seed, hook_seed = epoch_seeds(self.spec["seed"], epoch)
-        method, optimizer, batch = self.method, self.optimizer, self.batch_size
+        aug_seed = ddp.rank_seed(aug_seed, self.world.rank)  # (seed, epoch, rank)
+        method, optimizer, batch = self.method, self.optimizer, self.local_batch
+        ddp.sync_from_rank0(method)  # BatchNorm statistics of rank 0 (training/ddp.py)
         ctx = EpochContext(
             epoch=epoch,
             images=images,
@@ -372,7 +398,7 @@ class Trainer:
             plain=augmenter.plain,
             generator=torch.Generator(device=self.device).manual_seed(hook_seed),
             optimizer=optimizer,
-            batch_size=batch,
+            batch_size=self.batch_size,
         )
         method.before_epoch(ctx)
         order = method.epoch_order(ctx)
@@ -380,6 +406,8 @@ class Trainer:
             permutation = torch.Generator().manual_seed(perm_seed)
             order = torch.randperm(len(images), generator=permutation)
         order = order.to(self.device, non_blocking=True)
+        ddp.sync_from_rank0(method, order)  # the epoch's order, clusters, re-drawn layers
+        order = ddp.local_order(order, self.steps_per_epoch, self.batch_size, self.world)
         aug_generator = torch.Generator(device=self.device).manual_seed(aug_seed)
         total_steps = max(1, self.epochs * self.steps_per_epoch)
         sums = torch.zeros(len(PARTS), device=self.device)
@@ -407,15 +435,17 @@ class Trainer:
                 )
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
+            ddp.average_gradients(list(method.parameters()))
             self.scaler.step(optimizer)
             self.scaler.update()
             method.after_step(global_step / total_steps)
             # speed: accumulate on the device; read back every CHECK_EVERY steps only.
             sums += torch.stack([out[k].detach().float() for k in PARTS])
             if step % CHECK_EVERY == CHECK_EVERY - 1 or step == self.steps_per_epoch - 1:
-                self._check_finite(float(sums[0]), epoch, step)
+                self._check_finite(float(ddp.mean_over_ranks(sums)[0]), epoch, step)
             if on_step is not None:
                 on_step(epoch, step)
+        sums = ddp.mean_over_ranks(sums)
         means = dict(zip(PARTS, (sums / self.steps_per_epoch).tolist(), strict=True))
         return means, lr
 
@@ -430,11 +460,17 @@ class Trainer:
     def _commit(self, epoch: int) -> None:
         """Save epoch `epoch`: weights + checkpoint link, then the resume state (with a copy of
         the checkpoint, from which a damaged last epoch is rewritten), then the log."""
-        checkpoint = self._checkpoint(epoch)
-        self.store.save_epoch(epoch, checkpoint)
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        rank_rng = ddp.all_rng_states(rng)
+        if self.world.writer:
+            self._save(epoch, rng, rank_rng)
+        ddp.barrier()  # the others wait until rank 0 has committed the epoch
+
+    def _save(self, epoch: int, rng: dict, rank_rng: list) -> None:
+        checkpoint = self._checkpoint(epoch)
+        self.store.save_epoch(epoch, checkpoint)
         self.store.save_resume(
             {
                 "epoch": epoch,
@@ -446,10 +482,22 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
                 "rows": self.rows,
+                # Several processes: the world size and every rank's RNG (training/ddp.py).
+                **(
+                    {"world_size": self.world.size, "rank_rng": rank_rng}
+                    if self.world.size > 1
+                    else {}
+                ),
                 "checkpoint": checkpoint,
             }
         )
         self._write_log(epoch)
+
+    def _world_state(self, rank_rng: list) -> dict[str, Any]:
+        """Several processes: the world size and every rank's RNG state (training/ddp.py)."""
+        if self.world.size == 1:
+            return {}
+        return {"world_size": self.world.size, "rank_rng": rank_rng}
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.method.state_dict().items()}
