@@ -30,6 +30,9 @@ in the forward pass, here after the optimiser step (`after_step`), with the same
 Banks start as CMC's do (uniform in +-1/sqrt(D/3), from the run's seed). They and Z are
 non-persistent buffers, kept in the resume state (`training_state`), not in checkpoints; negatives
 are drawn from the global torch RNG (on the banks' device), whose state the engine restores.
+With several processes (ssltrace.training.ddp) every rank writes every rank's batch into its
+banks after the step (identical banks), and Z is the mean over ranks of their first-batch
+estimates, i.e. the global first batch's.
 
 Parameters: `temperature` 0.07 (CMC's nce_t), `negatives` null = min(4096, n - 1) for n
 training images (4096: Wu et al.'s NCE m, which CMC's NCE inherits; CMC's ImageNet code uses
@@ -47,6 +50,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ssltrace.distributed import gather_detached, is_distributed, mean_
 from ssltrace.losses.cmc import OBJECTIVES, cmc_bank_loss, cmc_in_batch_loss, update_bank_
 from ssltrace.methods.base import METHODS, Method, make_head
 
@@ -113,6 +117,7 @@ class CMC(Method):
         self.ab_backbone = build_backbone(**{**backbone.spec, "in_channels": 2})
         self.ab_head = make_head(self.ab_backbone.out_dim, p["proj_hidden_dim"], p["proj_dim"])
         self._pending: tuple[torch.Tensor, ...] | None = None  # bank rows to write after a step
+        self._z_shared = False  # several processes: Z averaged over ranks once
 
     @property
     def uses_banks(self) -> bool:
@@ -172,6 +177,8 @@ class CMC(Method):
         # CMC's AliasMethod over uniform weights: K + 1 draws per anchor, column 0 its own row.
         sample = torch.randint(n_images, (len(index), self.n_negatives + 1), device=index.device)
         sample[:, 0] = index
+        if p["objective"] == "nce" and is_distributed() and not self._z_shared:
+            self._share_normalisers(v_l, v_ab, sample)
         out = cmc_bank_loss(
             v_l, v_ab, self.memory_l, self.memory_ab, sample, p["temperature"], p["objective"],
             self.nce_z,
@@ -180,9 +187,18 @@ class CMC(Method):
         self._pending = (index, v_l.detach(), v_ab.detach())
         return out
 
+    @torch.no_grad()
+    def _share_normalisers(self, v_l, v_ab, sample) -> None:
+        """Set unset Z from this rank's first batch, averaged over ranks (set ones stay)."""
+        local = self.nce_z.clone()
+        args = (self.memory_l, self.memory_ab, sample, self.params["temperature"], "nce")
+        cmc_bank_loss(v_l.detach(), v_ab.detach(), *args, local)
+        self.nce_z.copy_(mean_(local))
+        self._z_shared = True
+
     def after_step(self, progress: float) -> None:
         if self._pending is not None:
-            index, v_l, v_ab = self._pending
+            index, v_l, v_ab = (gather_detached(x) for x in self._pending)  # every rank's
             update_bank_(self.memory_l, index, v_l, self.params["bank_momentum"])
             update_bank_(self.memory_ab, index, v_ab, self.params["bank_momentum"])
             self._pending = None

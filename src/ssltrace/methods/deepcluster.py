@@ -72,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssltrace import distributed
 from ssltrace.kmeans import kmeans
 from ssltrace.losses.deepcluster import deepcluster_loss
 from ssltrace.methods.base import METHODS, EpochContext, Method, forward_views, make_head
@@ -175,7 +176,7 @@ class DeepCluster(Method):
         """Cluster the training set and re-create the top layer (see the module docstring)."""
         if self.top_layer is None:
             raise RuntimeError("method 'deepcluster': call setup(n_images) before training")
-        features = self.embed(ctx.images, ctx.plain, ctx.batch_size)
+        features = self.embed_sharded(ctx.images, ctx.plain, ctx.batch_size)
         x = preprocess_features(features, self.params["pca_dim"])
         result = kmeans(x, self.k, ctx.generator, self.params["kmeans_iterations"])
         self.pseudo_labels.copy_(result.labels)
@@ -185,6 +186,18 @@ class DeepCluster(Method):
 
     def epoch_order(self, ctx: EpochContext) -> torch.Tensor:
         return balanced_order(self.pseudo_labels, self.k, ctx.generator)
+
+    def embed_sharded(self, images: torch.Tensor, plain, chunk: int) -> torch.Tensor:
+        """`embed` of every image; with W processes each embeds a contiguous 1/W of the set
+        and the shares are gathered, so every rank clusters the same features."""
+        if not distributed.is_distributed():
+            return self.embed(images, plain, chunk)
+        world, rank, n = distributed.world_size(), distributed.rank(), len(images)
+        share = -(-n // world)
+        rows = torch.arange(rank * share, (rank + 1) * share, device=images.device)
+        # the last share padded with repeats of the last image: all_gather needs equal sizes
+        features = self.embed(images[rows.clamp_max(n - 1)], plain, chunk)
+        return distributed.gather_detached(features)[:n]
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, plain, chunk: int) -> torch.Tensor:

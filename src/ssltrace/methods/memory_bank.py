@@ -9,7 +9,11 @@ towards the step's embeddings v by a running average and are renormalised,
     V_i <- normalise(m V_i + (1 - m) v_i),   m = `bank_momentum` (0.5, both papers),
 
 with no gradient through the bank. The update waits for `after_step` because the step's
-backward still reads the bank the loss was computed against.
+backward still reads the bank the loss was computed against. With several processes
+(ssltrace.training.ddp) every process gathers every rank's (index, v) and applies the same
+update, so the banks stay identical and equal to one process's bank on the whole batch; Wu et
+al.'s Z is estimated on each rank's first batch and averaged over ranks, which is Z of the
+global first batch (equal shares).
 
 The bank is a non-persistent buffer: it is not in the per-epoch checkpoints (which analyses
 read and which must stay small) but in `training_state()`, the resume file, together with
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssltrace.distributed import gather_detached, mean_
 from ssltrace.losses.instance import instance_nce_loss, instance_softmax_loss, nce_normaliser
 from ssltrace.methods.base import Method, make_head
 
@@ -152,12 +157,13 @@ class MemoryBankMethod(Method):
             noise = torch.randint(len(bank), (len(v), m), device=v.device)
             if not self._z_known:
                 self.nce_z.copy_(nce_normaliser(v, bank, index, noise, temperature))
+                mean_(self.nce_z)  # the global batch's estimate: the same Z on every rank
                 self._z_known = True
             return instance_nce_loss(v, bank, index, noise, self.nce_z, temperature)
 
     def after_step(self, progress: float) -> None:
         if self._pending is not None:
-            index, v = self._pending
+            index, v = (gather_detached(x) for x in self._pending)  # every rank's batch
             self.memory_bank.update_(index, v, self.params["bank_momentum"])
             self._pending = None
 

@@ -17,6 +17,10 @@ so a query and its key never share batch statistics (BN would otherwise leak whi
 the positive, He et al. 2020 §3.3). Here the queries run in G contiguous groups and the keys
 in G groups of a random permutation (drawn from the global RNG, which resumes restore). 1 (the
 default) runs each encoder on the whole batch, as solo-learn does on one GPU.
+With several processes (ssltrace.training.ddp) each rank's keys are gathered before they are
+enqueued, in the order one process on the whole batch enqueues them (view 1 of every rank,
+then view 2), so the queues stay identical. `shuffle_bn_groups` then acts within each rank's
+share (MoCo's own shuffle runs across GPUs; here it stays an emulation inside a process).
 `presets/seed001_moco.yaml` is seed 001's setting (one-directional, m = 0.999, G = 8).
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ssltrace.distributed import gather_detached
 from ssltrace.losses import moco_infonce_loss
 from ssltrace.methods.base import METHODS, MomentumMethod, forward_views, make_head
 
@@ -97,7 +102,8 @@ class MoCoV2(MomentumMethod):
     def after_step(self, progress: float) -> None:
         super().after_step(progress)
         if self._pending_keys is not None:
-            self.enqueue_(self._pending_keys)
+            chunks = self._pending_keys.chunk(2 if self.params["symmetric"] else 1)
+            self.enqueue_(torch.cat([gather_detached(k) for k in chunks]))
             self._pending_keys = None
 
     @torch.no_grad()
