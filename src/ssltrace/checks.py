@@ -49,6 +49,7 @@ def check(cfg: dict) -> None:
         _check_labels(cfg, method)
         _check_depth(cfg, method)
     _check_chosen_epochs(cfg)
+    _check_processes(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -537,4 +538,32 @@ def _check_chosen_epochs(cfg: dict) -> None:
             raise ConfigError(
                 f"config key '{section}.epochs': epoch {missing[0]} is not analysed in any run "
                 f"(extract.epochs); analysed: {', '.join(map(str, sorted(analysed)))}"
+            )
+
+
+GPUS_PER_NODE_ENV = "SSLTRACE_SLURM_GPUS_PER_NODE"
+
+
+def _check_processes(cfg: dict) -> None:
+    """train.processes (training/ddp.py): the global batch splits evenly over the processes,
+    and torchrun --standalone starts them on one node, so no run may ask for more GPUs than a
+    node has (SSLTRACE_SLURM_GPUS_PER_NODE, when set)."""
+    import os
+
+    limit = os.environ.get(GPUS_PER_NODE_ENV, "").strip()
+    if limit and not limit.isdigit():
+        raise ConfigError(f"{GPUS_PER_NODE_ENV} must be a whole number, got {limit!r}")
+    for method in cfg["methods"]:
+        train = study.method_train(cfg, method)
+        n, key = train["processes"], _where(cfg, method, "processes")
+        if train["batch_size"] % n:
+            raise ConfigError(
+                f"config key '{_where(cfg, method, 'batch_size')}' = {train['batch_size']}: "
+                f"not divisible by {key} = {n} (each process trains an equal share)"
+            )
+        if limit and n > int(limit):
+            raise ConfigError(
+                f"config key '{key}' = {n}: run {method!r} asks for {n} GPUs, more than the "
+                f"{limit} of one node ({GPUS_PER_NODE_ENV}); torchrun starts a run's "
+                "processes on one node"
             )

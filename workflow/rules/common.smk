@@ -266,3 +266,19 @@ def figure_caption(row):
     stand-in, named as such, or the user's folder), the band drawn and the seed count.
     """
     return study.figure_caption(row, CFG)
+
+
+# Helpers of the pretrain rule: several processes per run (train.processes, training/ddp.py).
+
+
+def run_processes(w):
+    """The run's processes = the GPUs its job asks for (resources: gpu)."""
+    return study.method_train(CFG, w.method)["processes"]
+
+
+def run_launcher(w):
+    """`ssltrace`, or torchrun starting train.processes copies of it on this node."""
+    n = run_processes(w)
+    if n == 1:
+        return "ssltrace"
+    return f"torchrun --standalone --nproc-per-node {n} -m ssltrace.cli"

@@ -1,0 +1,54 @@
+"""A run asking for several processes (train.processes) in the workflow: the pretrain job is
+started by torchrun with its settings quoted and asks for that many GPUs; the SLURM profile
+keeps them on one node; settings no node or batch can satisfy are refused before planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssltrace import config as sslconfig
+from ssltrace import study
+from tests import tiny_study
+from tests.test_slurm import SLURM_PROFILE, profile_args
+
+TWO = {"method_settings": {"simclr": {"train": {"processes": 2, "batch_size": 32}}}}
+
+
+def checked(**top_level):
+    return study.checked(tiny_study.tiny_config(**top_level))
+
+
+def test_a_run_asks_for_its_processes_as_gpus_and_is_started_by_torchrun(tmp_path):
+    work = tiny_study.make_workdir(tmp_path / "study", **TWO)
+    proc = tiny_study.snakemake(work, "-n", "-p", "--forceall", f"{tiny_study.RUN}/train_log.tsv")
+    out = proc.stdout + proc.stderr
+    assert "torchrun --standalone --nproc-per-node 2 -m ssltrace.cli pretrain --dataset" in out
+    assert "gpu=2" in out
+    assert "'\"'\"'processes'\"'\"': 2" not in out  # settings stay one quoted JSON word
+    assert "--settings '{" in out
+
+
+def test_batch_not_divisible_by_processes_is_refused_naming_the_keys():
+    bad = {"method_settings": {"simclr": {"train": {"processes": 3, "batch_size": 32}}}}
+    with pytest.raises(sslconfig.ConfigError, match=r"batch_size' = 32: not divisible by "):
+        checked(**bad)
+    assert checked(**TWO)["method_settings"]["simclr"]["train"]["processes"] == 2
+
+
+def test_more_processes_than_a_node_has_gpus_is_refused(monkeypatch):
+    monkeypatch.setenv("SSLTRACE_SLURM_GPUS_PER_NODE", "1")
+    with pytest.raises(sslconfig.ConfigError, match="processes' = 2: run 'simclr' asks for 2 GPUs"):
+        checked(**TWO)
+    monkeypatch.setenv("SSLTRACE_SLURM_GPUS_PER_NODE", "2")
+    checked(**TWO)
+    monkeypatch.setenv("SSLTRACE_SLURM_GPUS_PER_NODE", "two")
+    with pytest.raises(sslconfig.ConfigError, match="GPUS_PER_NODE must be a whole number"):
+        checked(**TWO)
+
+
+def test_slurm_profile_keeps_the_runs_gpus_on_one_node():
+    args = profile_args(SLURM_PROFILE, SSLTRACE_SLURM_GPUS="2")
+    assert "pretrain:nodes=1" in args["set-resources"]
+    assert "extract:gpu=2" in args["set-resources"]
+    assert not any(a.startswith("pretrain:gpu=") for a in args["set-resources"])  # its own N
+    assert "pretrain:gpu=0" in profile_args(SLURM_PROFILE, SSLTRACE_SLURM_GPUS="0")["set-resources"]
