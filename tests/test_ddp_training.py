@@ -164,7 +164,7 @@ def test_world_from_env():
 def test_local_order_shares_each_global_batch():
     order = torch.arange(20)
     shares = [ddp.local_order(order, 2, 8, ddp.World(2, r, r)).tolist() for r in range(2)]
-    assert shares == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]
+    assert shares == [[0, 2, 4, 6, 8, 10, 12, 14], [1, 3, 5, 7, 9, 11, 13, 15]]
     assert ddp.local_order(order, 2, 8, ddp.World()) is order
 
 

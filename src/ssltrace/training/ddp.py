@@ -13,8 +13,12 @@ What every process shares, and how:
 - the epoch: the permutation (or the method's order) is drawn identically on every rank from
   (seed, epoch) and rank 0's copy is broadcast with the method's per-epoch tensors (cluster
   labels, pseudo-labels) so that nondeterministic GPU k-means cannot split the ranks; each step
-  takes the next `train.batch_size` images of it, of which rank r trains the r-th 1/W
-  (`local_order`); `train.batch_size` is the global batch and must be divisible by W;
+  takes the next `train.batch_size` images of it, of which rank r trains every W-th from the
+  r-th (`local_order`); `train.batch_size` is the global batch and must be divisible by W.
+  Strided, not contiguous: a batch whose first rows are its labelled images (Mean Teacher's
+  and LLP's two-stream batches) gives every rank its share of them, so a loss averaged over a
+  rank's labelled rows is, averaged over ranks, the global batch's (exactly when the labelled
+  count divides by W);
 - gradients: averaged over ranks after every backward (`average_gradients`), so every rank's
   optimiser takes the same step from the same state;
 - losses: each rank's summed parts are averaged over ranks when read (every CHECK_EVERY steps
@@ -183,11 +187,12 @@ def sync_batchnorm(method: nn.Module, world: World, device: torch.device) -> nn.
 
 def local_order(order: torch.Tensor, steps: int, batch: int, world: World) -> torch.Tensor:
     """This rank's share of the epoch `order`: step s trains global rows order[s*B:(s+1)*B]
-    of which rank r takes the r-th B/W, so the W shares of a step are its global batch."""
+    of which rank r takes rows r, r+W, r+2W, ..., so the W shares of a step are its global
+    batch (the module docstring says why strided)."""
     if world.size == 1:
         return order
     share = batch // world.size
-    return order[: steps * batch].reshape(steps, world.size, share)[:, world.rank].reshape(-1)
+    return order[: steps * batch].reshape(steps, share, world.size)[:, :, world.rank].reshape(-1)
 
 
 def sync_from_rank0(method: nn.Module, *tensors: torch.Tensor | None) -> None:
