@@ -35,6 +35,12 @@ def test_batch_not_divisible_by_processes_is_refused_naming_the_keys():
     assert checked(**TWO)["method_settings"]["simclr"]["train"]["processes"] == 2
 
 
+def test_sync_bn_on_the_cpu_is_refused_naming_the_key():
+    cpu = {"train": {"device": "cpu", "sync_bn": True}, **TWO}
+    with pytest.raises(sslconfig.ConfigError, match="'train.sync_bn': torch's SyncBatchNorm"):
+        checked(**cpu)
+
+
 def test_more_processes_than_a_node_has_gpus_is_refused(monkeypatch):
     monkeypatch.setenv("SSLTRACE_SLURM_GPUS_PER_NODE", "1")
     with pytest.raises(sslconfig.ConfigError, match="processes' = 2: run 'simclr' asks for 2 GPUs"):

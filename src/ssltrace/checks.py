@@ -561,6 +561,11 @@ def _check_processes(cfg: dict) -> None:
                 f"config key '{_where(cfg, method, 'batch_size')}' = {train['batch_size']}: "
                 f"not divisible by {key} = {n} (each process trains an equal share)"
             )
+        if n > 1 and train["sync_bn"] and train["device"] == "cpu":
+            raise ConfigError(
+                f"config key '{_where(cfg, method, 'sync_bn')}': torch's SyncBatchNorm runs on "
+                f"GPUs only, and run {method!r} trains on the CPU (train.device: cpu)"
+            )
         if limit and n > int(limit):
             raise ConfigError(
                 f"config key '{key}' = {n}: run {method!r} asks for {n} GPUs, more than the "
