@@ -22,6 +22,8 @@ itself: single-process results are bit-identical to before.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 
@@ -57,7 +59,11 @@ def gather(x: torch.Tensor) -> torch.Tensor:
             f"gather needs the same batch size on every process, got {[int(s) for s in sizes]}; "
             "drop the last incomplete batch (DistributedSampler(drop_last=True))"
         )
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated (for torch.distributed._functional_collectives); kept because its backward
+        # is the one the docstring relies on and the tests check. Warned at every step.
+        warnings.filterwarnings("ignore", "torch.distributed.nn.functional", FutureWarning)
+        return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
 @torch.no_grad()
