@@ -240,7 +240,8 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool 
 
     np.savez stamps every member with the current time, so identical results made a minute
     apart differ byte for byte (and miss ssltrace.store's content-keyed cache); members here
-    carry a fixed timestamp. Object arrays are refused here as load_npz refuses them.
+    carry a fixed timestamp. Object arrays are refused here as load_npz refuses them. A value
+    may be a `RawArray` (an array spooled to disk): it is copied in without being loaded.
     """
     import zipfile
 
@@ -248,19 +249,56 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool 
     with atomic_path(path, suffix=".npz") as tmp:
         with zipfile.ZipFile(tmp, mode="w", compression=compression, allowZip64=True) as zf:
             for key, value in arrays.items():
+                member = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIMESTAMP)
+                member.compress_type = compression
+                if isinstance(value, RawArray):
+                    with zf.open(member, "w", force_zip64=True) as fh:
+                        value.write_npy(fh)
+                    continue
                 value = np.asanyarray(value)
                 if value.dtype.hasobject:
                     raise ValueError(
                         f"cannot write {path}: array {key!r} holds Python objects (dtype "
                         f"{value.dtype}); artifacts hold only plain arrays"
                     )
-                member = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIMESTAMP)
-                member.compress_type = compression
                 with zf.open(member, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, value, allow_pickle=False)
 
 
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip file can record
+
+
+class RawArray:
+    """A C-ordered array kept as raw bytes in a file (`tofile`), e.g. an extraction's layer
+    appended batch by batch; `save_npz` copies it into an .npz member in blocks, so writing
+    a layer never holds it in memory. The member is byte for byte what np.save would write
+    for the same array (same header, same data)."""
+
+    def __init__(self, path: str | os.PathLike, dtype, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape = Path(path), np.dtype(dtype), tuple(shape)
+        expected = int(np.prod(self.shape)) * self.dtype.itemsize
+        found = self.path.stat().st_size
+        if found != expected:
+            raise ValueError(
+                f"{self.path} holds {found} bytes, not the {expected} of a {self.dtype} array "
+                f"of shape {self.shape}"
+            )
+
+    def load(self) -> np.ndarray:
+        return np.fromfile(self.path, dtype=self.dtype).reshape(self.shape)
+
+    def write_npy(self, fh) -> None:
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        try:  # np.lib.format.write_array takes the first version whose header fits
+            np.lib.format.write_array_header_1_0(fh, header)
+        except ValueError:
+            np.lib.format.write_array_header_2_0(fh, header)
+        with open(self.path, "rb") as src:
+            shutil.copyfileobj(src, fh, _CHUNK)
 
 
 def load_npz(
