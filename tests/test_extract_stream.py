@@ -194,3 +194,20 @@ def test_pca_fit_epoch_must_be_a_saved_checkpoint(tmp_path):
         pca_study(tmp_path, reduction_fit_epoch=7)
     with pytest.raises(ValueError, match="extract.reduction: unknown reduction 'ica'"):
         extract_many([], {}, {}, reduction_kind="ica", **QUIET)
+
+
+@pytest.mark.parametrize("method", ["autoencoder", "colorization"])
+def test_decoder_methods_take_a_backbone_without_final_pooling(method):
+    """presets/imagenet.yaml: seed 003's ResNet-18 without final pooling under every task."""
+    from ssltrace.models.decoder import pre_pool
+    from ssltrace.network import build_network
+
+    arch = {"name": "resnet18_imagenet", "final_pool": False, "image_size": 64}
+    params = {"image_size": 64} if method == "autoencoder" else {}
+    net = build_network(arch, method, params, n_classes=4).eval()
+    x = torch.randn(2, 1 if method == "colorization" else 3, 64, 64)
+    feature_map, flat = pre_pool(net.backbone, x)
+    assert feature_map.shape == (2, 512, 2, 2)
+    torch.testing.assert_close(flat, net.backbone(x))  # the flattened map is its output
+    with torch.no_grad():
+        assert torch.isfinite(net.probe_forward(torch.randn(2, 3, 64, 64))).all()

@@ -82,3 +82,10 @@ def test_activation_disk_by_hand():
     assert plan.activation_bytes(cfg, "supervised") == per_checkpoint * 4 * 3 * 2
     total = 2 * plan.activation_bytes(cfg, "supervised")  # simclr: the same backbone layers
     assert f"activations if all kept {total / 1e9:.1f} GB" in plan.summary(cfg)
+
+
+def test_kept_activations_follow_extract_keep():
+    cfg = imagenet_config(pooling="mean", projection_dim=None, keep=[0, 10])
+    assert plan.kept_fraction(cfg, "supervised") == pytest.approx(2 / 3)  # of epochs 0, 5, 10
+    kept = 2 * plan.activation_bytes(cfg, "supervised") * 2 / 3
+    assert f"kept after analysis (extract.keep): {kept / 1e9:.1f} GB" in plan.summary(cfg)

@@ -172,6 +172,13 @@ def activation_bytes(cfg: dict, run: str, values: dict[str, int] | None = None) 
     return per_checkpoint * dtype * len(study.analysed_epochs(cfg, run)) * len(cfg["seeds"])
 
 
+def kept_fraction(cfg: dict, run: str) -> float:
+    """Share of a run's analysed epochs whose activations `extract.keep` keeps."""
+    analysed = study.analysed_epochs(cfg, run)
+    keep = cfg["extract"]["keep"]
+    return 1.0 if keep == "all" else len(set(keep) & set(analysed)) / len(analysed)
+
+
 def checkpoint_bytes(cfg: dict, run: str) -> int:
     """Bytes of one checkpoint of run `run` (its own architecture), built on the meta device."""
     import torch
@@ -215,7 +222,7 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
     measured = measured_throughput(Path(cfg["results_dir"]), skipped)
     sizes = study.probe_sizes(cfg)
     n_train = study.training_images(cfg)
-    gpu_hours, ckpt_total, act_total, extract_total = 0.0, 0, 0, 0.0
+    gpu_hours, ckpt_total, act_total, extract_total, kept_total = 0.0, 0, 0, 0.0, 0.0
     tabled = False
     lines.append("Per method (per seed):")
     for method in cfg["methods"]:
@@ -231,6 +238,7 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
         gpu_hours += hours * seeds
         ckpt_total += ckpt_bytes * n_ckpt * seeds
         act_total += activation_bytes(cfg, method, values)
+        kept_total += activation_bytes(cfg, method, values) * kept_fraction(cfg, method)
         extract_total += (extraction_hours(cfg, method, sum(sizes.values())) or 0.0) * seeds
         rate_text = f"{rate:,.0f} img/s ({source})" if rate else "throughput unknown"
         lines.append(
@@ -240,7 +248,7 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
     for run in study.target_runs(cfg):  # random-target networks: one seed, nothing extracted
         ckpt_bytes = checkpoint_bytes(cfg, run)
         n_ckpt = len(study.checkpoint_epochs(cfg, run))
-        rate = measured.get(run, images_per_s)
+        rate = measured.get(run, images_per_s) or reference_rate(cfg, run)
         hours = (n_ckpt - 1) * n_train / rate / 3600 if rate else 0.0
         gpu_hours += hours
         ckpt_total += ckpt_bytes * n_ckpt
@@ -266,4 +274,6 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
         f"{act_total / 1e9:.1f} GB ({', '.join(f'{k} {v}' for k, v in sizes.items())}"
         " images per checkpoint)"
     )
+    if kept_total < act_total:
+        lines.append(f"  activations kept after analysis (extract.keep): {kept_total / 1e9:.1f} GB")
     return "\n".join(lines)
