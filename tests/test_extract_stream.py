@@ -211,3 +211,32 @@ def test_decoder_methods_take_a_backbone_without_final_pooling(method):
     torch.testing.assert_close(flat, net.backbone(x))  # the flattened map is its output
     with torch.no_grad():
         assert torch.isfinite(net.probe_forward(torch.randn(2, 3, 64, 64))).all()
+
+
+def test_config_check_names_a_fit_epoch_no_run_saves():
+    from ssltrace import study
+    from ssltrace.checks import ConfigError, check
+    from tests.conftest import ROOT
+
+    cfg = study.load(ROOT / "config.yaml", ROOT / "presets/ci.yaml")
+    cfg["extract"].update({"reduction": "pca", "reduction_fit_epoch": 2})
+    check(cfg)  # ci trains 2 epochs: epoch 2 exists (untrained runs fit on their epoch 0)
+    cfg["extract"]["reduction_fit_epoch"] = 3
+    with pytest.raises(ConfigError, match="extract.reduction_fit_epoch.*'simclr'.*epoch 3"):
+        check(cfg)
+
+
+def test_untrained_run_fits_its_pca_on_its_only_checkpoint(tmp_path):
+    write_checkpoint(tmp_path / "ckpt" / "epoch_000.pt")
+    write_probe(tmp_path / "p.npz", n=10)
+    extract_many(
+        [tmp_path / "ckpt" / "epoch_000.pt"],
+        {"rdm": tmp_path / "p.npz"},
+        {"rdm": [tmp_path / "acts" / "epoch_000.npz"]},
+        pooling="flatten",
+        projection_dim=8,
+        reduction_kind="pca",
+        reduction_fit_epoch=200,
+        **QUIET,
+    )
+    assert int(io.load_npz(tmp_path / "acts" / reduction.FILE)["fit_epoch"]) == 0

@@ -49,6 +49,7 @@ def check(cfg: dict) -> None:
         _check_labels(cfg, method)
         _check_depth(cfg, method)
     _check_chosen_epochs(cfg)
+    _check_reduction_fit_epoch(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -537,4 +538,19 @@ def _check_chosen_epochs(cfg: dict) -> None:
             raise ConfigError(
                 f"config key '{section}.epochs': epoch {missing[0]} is not analysed in any run "
                 f"(extract.epochs); analysed: {', '.join(map(str, sorted(analysed)))}"
+            )
+
+
+def _check_reduction_fit_epoch(cfg: dict) -> None:
+    """A PCA fitted on a named epoch needs that checkpoint in every trained run."""
+    extract = cfg["extract"]
+    epoch = extract.get("reduction_fit_epoch", "last")
+    if extract.get("reduction", "projection") != "pca" or epoch == "last":
+        return
+    for name in cfg["methods"]:
+        if study.method_trains(cfg, name) and epoch not in study.checkpoint_epochs(cfg, name):
+            raise ConfigError(
+                f"config key 'extract.reduction_fit_epoch': run {name!r} has no checkpoint of "
+                f"epoch {epoch} (its epochs: {_ranges(study.checkpoint_epochs(cfg, name))}); "
+                'choose one every run saves, or "last"'
             )

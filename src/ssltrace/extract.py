@@ -434,10 +434,13 @@ def save_activations(out, acts, shapes, names, probe, ckpt, how, key, measured) 
 
 
 def fit_checkpoint(checkpoints: Sequence[Path], epoch: int | str) -> Path:
-    """The checkpoint a run's PCA is fitted on: the last extracted one, or epoch `epoch`."""
+    """The checkpoint a run's PCA is fitted on: the last extracted one, or epoch `epoch`
+    (a run that never trains, whose one checkpoint is epoch 0, fits on that one)."""
     if epoch == "last":
         return Path(checkpoints[-1])
     path = Path(checkpoints[0]).parent / layout.epoch_file(int(epoch), ".pt")
+    if [Path(c).name for c in checkpoints] == [layout.epoch_file(0, ".pt")]:
+        return Path(checkpoints[0]) if not path.exists() else path
     if not path.exists():
         raise ValueError(
             f"extract.reduction_fit_epoch: no checkpoint of epoch {epoch} ({path}); choose "
