@@ -28,6 +28,23 @@ def test_raw_array_member_is_byte_for_byte_np_save(tmp_path):
         io.RawArray(tmp_path / "a.raw", np.float16, (4, 5))
 
 
+def test_probe_images_are_read_by_row_slices_and_checked(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (7, 5, 5, 3), dtype=np.uint8)
+    io.save_npz(tmp_path / "p.npz", {"labels": np.arange(7), "images": images})
+    rows = io.load_npz_rows(tmp_path / "p.npz", "images")
+    assert isinstance(rows, io.NpyRows) and len(rows) == 7
+    np.testing.assert_array_equal(rows[2:6], images[2:6])
+    np.testing.assert_array_equal(rows[5:100], images[5:])
+    io.save_npz(tmp_path / "z.npz", {"images": images}, compress=True)  # deflated: loaded
+    np.testing.assert_array_equal(io.load_npz_rows(tmp_path / "z.npz", "images"), images)
+    data = bytearray((tmp_path / "p.npz").read_bytes())
+    data[data.index(images[3].tobytes())] ^= 0xFF  # a flipped byte in image 3
+    (tmp_path / "p.npz").write_bytes(bytes(data))
+    with pytest.raises(io.ArtifactReadError, match="damaged"):
+        io.load_npz_rows(tmp_path / "p.npz", "images")
+    assert not (tmp_path / "p.npz").exists()  # removed, so that its job runs again
+
+
 def test_streamed_layers_equal_the_in_memory_ones(tmp_path):
     write_checkpoint(tmp_path / "c.pt")
     write_probe(tmp_path / "p.npz", n=11)

@@ -306,7 +306,7 @@ def extract_many(
             raise io.ArtifactReadError(
                 f"checkpoint {path} is missing", path, advice=False
             ).remove_folder(Path(path).parent)
-    data = {name: io.load_npz(path) for name, path in probes.items()}
+    data = {name: probe_arrays(path) for name, path in probes.items()}
     width = {name: None if name in unprojected else projection_dim for name in probes}
     settings = {
         name: [store.file_digest(path), list(layers or []), poolings[name], dtype]
@@ -431,6 +431,22 @@ def save_activations(out, acts, shapes, names, probe, ckpt, how, key, measured) 
             **measured,
         },
     )
+
+
+def probe_arrays(path: Path) -> dict:
+    """A probe set's arrays, its images read batch by batch from the file as they are used
+    (`io.load_npz_rows`): 15,000 images at 224 px would be 2.3 GB held for the whole job."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n.removesuffix(".npy") for n in zf.namelist()]
+    except (zipfile.BadZipFile, OSError):
+        return io.load_npz(path)  # reports (and removes) a damaged file as every reader does
+    arrays = io.load_npz(path, [n for n in names if n != "images"])
+    if "images" in names:
+        arrays["images"] = io.load_npz_rows(path, "images")
+    return arrays
 
 
 def fit_checkpoint(checkpoints: Sequence[Path], epoch: int | str) -> Path:

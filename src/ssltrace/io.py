@@ -344,6 +344,65 @@ def load_npz(
         raise damaged(path, exc, remove=remove) from exc
 
 
+class NpyRows:
+    """Rows of a C-ordered array stored uncompressed in an .npz member, read from the file
+    as they are sliced (`rows[a:b]`): a probe set of 224-px images is never all in memory.
+    `load_npz_rows` checks the member's CRC first."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.offset, self.dtype, self.shape = path, offset, dtype, shape
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("NpyRows reads contiguous row slices only (rows[a:b])")
+        start, stop, _ = rows.indices(len(self))
+        out = np.empty((max(stop - start, 0), *self.shape[1:]), dtype=self.dtype)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self.row_bytes)
+            if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise ArtifactReadError(f"cannot read {self.path}: cut short", self.path)
+        return out
+
+
+def load_npz_rows(path: str | os.PathLike, key: str) -> np.ndarray | NpyRows:
+    """Array `key` of an .npz as `NpyRows` (read by row slices on demand) when it is stored
+    uncompressed in C order, else loaded (`load_npz`). Its CRC-32 is checked first by reading
+    the member through once in blocks, so damage is found as `load_npz` finds it."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                readers = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }
+                if version not in readers:  # a version-3 (unicode field names) header
+                    return load_npz(path, [key])[key]
+                shape, fortran, dtype = readers[version](fh)
+                header = fh.tell()
+                while fh.read(_CHUNK):  # to the end: zipfile compares the CRC
+                    pass
+        if info.compress_type != zipfile.ZIP_STORED or fortran or dtype.hasobject:
+            return load_npz(path, [key])[key]
+        with open(path, "rb") as raw:
+            raw.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", raw.read(4))
+        start = info.header_offset + 30 + name_len + extra_len + header
+        return NpyRows(path, start, dtype, tuple(shape))
+    except KeyError:
+        return load_npz(path, [key])[key]  # names the missing array as load_npz does
+    except (ArtifactReadError, OSError):
+        raise
+    except Exception as exc:  # BadZipFile (also a CRC mismatch), ValueError of a bad header
+        raise damaged(path, exc) from exc
+
+
 def _check_layout(zf: zipfile.ZipFile, path: Path) -> None:
     """The members tile the archive up to its directory, as every writer lays them out.
 
