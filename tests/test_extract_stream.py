@@ -143,7 +143,7 @@ def pca_study(tmp_path, **options):
 def test_a_runs_extractions_share_one_stored_pca(tmp_path):
     checkpoints, outs = pca_study(tmp_path, reduction_fit_epoch=1, distortion=True)
     fitted = io.load_npz(tmp_path / "acts" / reduction.FILE)
-    assert int(fitted["fit_epoch"]) == 1
+    assert fitted["fit_epochs"].tolist() == [1]
     assert fitted["components_stem"].shape == (16, 8 * 32 * 32)
     images = io.load_npz(tmp_path / "p.npz")["images"]
     for epoch, out in enumerate(outs):
@@ -256,4 +256,28 @@ def test_untrained_run_fits_its_pca_on_its_only_checkpoint(tmp_path):
         reduction_fit_epoch=200,
         **QUIET,
     )
-    assert int(io.load_npz(tmp_path / "acts" / reduction.FILE)["fit_epoch"]) == 0
+    assert io.load_npz(tmp_path / "acts" / reduction.FILE)["fit_epochs"].tolist() == [0]
+
+
+def test_pca_fitted_on_several_epochs_is_the_pca_of_their_stacked_activations(tmp_path):
+    checkpoints, outs = pca_study(tmp_path, reduction_fit_epoch=[0, 2], distortion=True)
+    fitted = io.load_npz(tmp_path / "acts" / reduction.FILE)
+    assert fitted["fit_epochs"].tolist() == [0, 2]
+    images = io.load_npz(tmp_path / "p.npz")["images"]
+    stem = []
+    for epoch in (0, 2):
+        net, _ = load_network(checkpoints[epoch], torch.device("cpu"))
+        stem.append(activations(net, images, ["stem"], "flatten", 20)["stem"])
+    model = PCA(n_components=16, svd_solver="full").fit(np.concatenate(stem).astype(np.float64))
+    basis = {"mean": fitted["mean_stem"], "components": fitted["components_stem"]}
+    scale = np.abs(model.transform(stem[0])).max()
+    np.testing.assert_allclose(
+        np.abs(reduction.apply_pca(stem[0], basis)),
+        np.abs(model.transform(stem[0])),  # component signs are a convention
+        atol=1e-3 * scale,
+    )
+    np.testing.assert_allclose(
+        io.load_npz(outs[0])["stem"], reduction.apply_pca(stem[0], basis), atol=1e-3 * scale
+    )
+    with pytest.raises(ValueError, match="no checkpoint of epoch 9"):
+        pca_study(tmp_path / "b", reduction_fit_epoch=[0, 9])

@@ -548,9 +548,11 @@ def _check_reduction_fit_epoch(cfg: dict) -> None:
     if extract.get("reduction", "projection") != "pca" or epoch == "last":
         return
     for name in cfg["methods"]:
-        if study.method_trains(cfg, name) and epoch not in study.checkpoint_epochs(cfg, name):
-            raise ConfigError(
-                f"config key 'extract.reduction_fit_epoch': run {name!r} has no checkpoint of "
-                f"epoch {epoch} (its epochs: {_ranges(study.checkpoint_epochs(cfg, name))}); "
-                'choose one every run saves, or "last"'
-            )
+        saved = study.checkpoint_epochs(cfg, name)
+        for e in [epoch] if isinstance(epoch, int) else epoch:
+            if study.method_trains(cfg, name) and e not in saved:
+                raise ConfigError(
+                    f"config key 'extract.reduction_fit_epoch': run {name!r} has no "
+                    f"checkpoint of epoch {e} (its epochs: {_ranges(saved)}); choose "
+                    'epochs every run saves, or "last"'
+                )

@@ -274,7 +274,7 @@ def extract_many(
     projection_seed: int = 0,
     unprojected: Sequence[str] = (),
     reduction_kind: str = "projection",
-    reduction_fit_epoch: int | str = "last",
+    reduction_fit_epoch: int | str | Sequence[int] = "last",
     distortion: bool = False,
 ) -> None:
     """Activations of every probe set for each checkpoint; each checkpoint is loaded once.
@@ -287,9 +287,10 @@ def extract_many(
     each layer's unpooled shape (`shape_<layer>`), so flattened maps can be unflattened.
     Probe sets in `unprojected` are never projected (the neural probe set: its spatial readout
     unflattens the maps). `reduction_kind` "pca" replaces the projection by a PCA fitted on
-    checkpoint `reduction_fit_epoch` ("last": the last of `checkpoints`) and stored beside the
-    activations (`ssltrace.reduction`); `distortion` records each reduced layer's distance
-    distortion in the file (`distortion_<layer>`).
+    checkpoint(s) `reduction_fit_epoch` ("last": the last of `checkpoints`; a list: their
+    activations stacked) and stored beside the activations (`ssltrace.reduction`);
+    `distortion` records each reduced layer's distance distortion in the file
+    (`distortion_<layer>`).
     """
     for name, paths in outputs.items():
         if len(paths) != len(checkpoints):
@@ -317,7 +318,7 @@ def extract_many(
     dev = resolve_device(device)
     reducers = {name: Reducer("projection", width[name], projection_seed) for name in probes}
     if reduction_kind == "pca":
-        fit = fit_checkpoint(checkpoints, reduction_fit_epoch)
+        fit = fit_checkpoints(checkpoints, reduction_fit_epoch)
         for name in probes:
             if width[name] is None:
                 continue
@@ -449,63 +450,70 @@ def probe_arrays(path: Path) -> dict:
     return arrays
 
 
-def fit_checkpoint(checkpoints: Sequence[Path], epoch: int | str) -> Path:
-    """The checkpoint a run's PCA is fitted on: the last extracted one, or epoch `epoch`
-    (a run that never trains, whose one checkpoint is epoch 0, fits on that one)."""
-    if epoch == "last":
-        return Path(checkpoints[-1])
-    path = Path(checkpoints[0]).parent / layout.epoch_file(int(epoch), ".pt")
+def fit_checkpoints(checkpoints: Sequence[Path], epochs: int | str | Sequence[int]) -> list:
+    """The checkpoints a run's PCA is fitted on: the last extracted one ("last"), epoch
+    `epochs`, or each epoch of a list (their activations stacked: one basis for the whole
+    trajectory). A run that never trains, whose one checkpoint is epoch 0, fits on that."""
+    if epochs == "last":
+        return [Path(checkpoints[-1])]
+    folder = Path(checkpoints[0]).parent
+    wanted = [epochs] if isinstance(epochs, int) else list(epochs)
+    paths = [folder / layout.epoch_file(int(e), ".pt") for e in wanted]
     if [Path(c).name for c in checkpoints] == [layout.epoch_file(0, ".pt")]:
-        return Path(checkpoints[0]) if not path.exists() else path
-    if not path.exists():
-        raise ValueError(
-            f"extract.reduction_fit_epoch: no checkpoint of epoch {epoch} ({path}); choose "
-            'an epoch the run saves (train.checkpoint_epochs) or "last"'
-        )
-    return path
+        return [p for p in paths if p.exists()] or [Path(checkpoints[0])]
+    for epoch, path in zip(wanted, paths, strict=True):
+        if not path.exists():
+            raise ValueError(
+                f"extract.reduction_fit_epoch: no checkpoint of epoch {epoch} ({path}); "
+                'choose epochs the run saves (train.checkpoint_epochs) or "last"'
+            )
+    return paths
 
 
 @torch.no_grad()
 def fit_pca_file(
-    checkpoint, probe, probe_digest, layers, how, batch_size, width, dev, path, log
+    checkpoints, probe, probe_digest, layers, how, batch_size, width, dev, path, log
 ) -> None:
-    """Fit each wide layer's PCA on `checkpoint`'s activations of the probe images and store
-    them in `path` (mean_/components_/explained_<layer>), unless `path` already holds the
-    fit of the same checkpoint and settings (every extraction of a run shares one basis)."""
-    key = store.make_key(
-        "reduction",
-        store.file_digest(checkpoint),
-        probe_digest,
-        list(layers or []),
-        how,
-        width,
-    )
+    """Fit each wide layer's PCA on the activations of the probe images at `checkpoints`
+    (stacked when several) and store them in `path` (mean_/components_/explained_<layer>,
+    `fit_epochs`), unless `path` already holds the fit of the same checkpoints and settings
+    (every extraction of a run shares one basis)."""
+    digests = [store.file_digest(c) for c in checkpoints]
+    key = store.make_key("reduction", digests, probe_digest, list(layers or []), how, width)
+    names_of = ", ".join(Path(c).name for c in checkpoints)
     if path.exists():
         found = io.load_npz(path, ["fit_key"], missing_ok=True)
         if str(found.get("fit_key", "")) == key:
-            log(f"PCA reduction {path}: fitted before on {checkpoint.name}, reused")
+            log(f"PCA reduction {path}: fitted before on {names_of}, reused")
             return
-    net, ckpt = load_network(Path(checkpoint), dev)
-    names = list(layers) if layers else list(net.layer_modules())
-    arrays: dict[str, np.ndarray] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
+    epochs, pooled = [], []
     with tempfile.TemporaryDirectory(prefix=".spool-", dir=path.parent) as spool:
-        pooled = stream_activations(
-            net, probe["images"], names, how, batch_size, Path(spool), ckpt.get("augment")
-        )
-        for layer, raw in pooled.items():
-            if raw.shape[1] > width:
-                fitted = reduction.fit_pca(raw.load(), width)
+        for i, checkpoint in enumerate(checkpoints):
+            net, ckpt = load_network(Path(checkpoint), dev)
+            names = list(layers) if layers else list(net.layer_modules())
+            folder = Path(spool) / str(i)
+            pooled.append(
+                stream_activations(
+                    net, probe["images"], names, how, batch_size, folder, ckpt.get("augment")
+                )
+            )
+            epochs.append(int(ckpt["epoch"]))
+        arrays: dict[str, np.ndarray] = {}
+        for layer in names:  # one layer (of every fit checkpoint) in memory at a time
+            if pooled[0][layer].shape[1] > width:
+                stacked = np.concatenate([found[layer].load() for found in pooled])
+                fitted = reduction.fit_pca(stacked, width)
                 arrays.update({f"{k}_{layer}": v for k, v in fitted.items()})
     reduced = sorted({k.split("_", 1)[1] for k in arrays}, key=names.index)
     io.save_npz(
         path,
         {
             "kind": np.array("pca"),
-            "fit_epoch": np.int64(ckpt["epoch"]),
+            "fit_epochs": np.array(epochs, dtype=np.int64),
             "fit_key": np.array(key),
             "layers": np.array(reduced),
             **arrays,
         },
     )
-    log(f"PCA reduction fitted on {Path(checkpoint).name} for {', '.join(reduced)} -> {path}")
+    log(f"PCA reduction fitted on {names_of} for {', '.join(reduced)} -> {path}")
