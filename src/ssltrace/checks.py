@@ -50,6 +50,7 @@ def check(cfg: dict) -> None:
         _check_depth(cfg, method)
     _check_chosen_epochs(cfg)
     _check_processes(cfg)
+    _check_reduction_fit_epoch(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -572,3 +573,20 @@ def _check_processes(cfg: dict) -> None:
                 f"{limit} of one node ({GPUS_PER_NODE_ENV}); torchrun starts a run's "
                 "processes on one node"
             )
+
+
+def _check_reduction_fit_epoch(cfg: dict) -> None:
+    """A PCA fitted on a named epoch needs that checkpoint in every trained run."""
+    extract = cfg["extract"]
+    epoch = extract.get("reduction_fit_epoch", "last")
+    if extract.get("reduction", "projection") != "pca" or epoch == "last":
+        return
+    for name in cfg["methods"]:
+        saved = study.checkpoint_epochs(cfg, name)
+        for e in [epoch] if isinstance(epoch, int) else epoch:
+            if study.method_trains(cfg, name) and e not in saved:
+                raise ConfigError(
+                    f"config key 'extract.reduction_fit_epoch': run {name!r} has no "
+                    f"checkpoint of epoch {e} (its epochs: {_ranges(saved)}); choose "
+                    'epochs every run saves, or "last"'
+                )

@@ -190,6 +190,9 @@ def cmd_extract(args) -> None:
         projection_dim=s.get("projection_dim"),
         projection_seed=s.get("projection_seed", 0),
         unprojected=s.get("unprojected", ()),
+        reduction_kind=s.get("reduction", "projection"),
+        reduction_fit_epoch=s.get("reduction_fit_epoch", "last"),
+        distortion=s.get("distortion", False),
     )
 
 

@@ -240,7 +240,8 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool 
 
     np.savez stamps every member with the current time, so identical results made a minute
     apart differ byte for byte (and miss ssltrace.store's content-keyed cache); members here
-    carry a fixed timestamp. Object arrays are refused here as load_npz refuses them.
+    carry a fixed timestamp. Object arrays are refused here as load_npz refuses them. A value
+    may be a `RawArray` (an array spooled to disk): it is copied in without being loaded.
     """
     import zipfile
 
@@ -248,19 +249,56 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], compress: bool 
     with atomic_path(path, suffix=".npz") as tmp:
         with zipfile.ZipFile(tmp, mode="w", compression=compression, allowZip64=True) as zf:
             for key, value in arrays.items():
+                member = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIMESTAMP)
+                member.compress_type = compression
+                if isinstance(value, RawArray):
+                    with zf.open(member, "w", force_zip64=True) as fh:
+                        value.write_npy(fh)
+                    continue
                 value = np.asanyarray(value)
                 if value.dtype.hasobject:
                     raise ValueError(
                         f"cannot write {path}: array {key!r} holds Python objects (dtype "
                         f"{value.dtype}); artifacts hold only plain arrays"
                     )
-                member = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIMESTAMP)
-                member.compress_type = compression
                 with zf.open(member, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, value, allow_pickle=False)
 
 
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip file can record
+
+
+class RawArray:
+    """A C-ordered array kept as raw bytes in a file (`tofile`), e.g. an extraction's layer
+    appended batch by batch; `save_npz` copies it into an .npz member in blocks, so writing
+    a layer never holds it in memory. The member is byte for byte what np.save would write
+    for the same array (same header, same data)."""
+
+    def __init__(self, path: str | os.PathLike, dtype, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape = Path(path), np.dtype(dtype), tuple(shape)
+        expected = int(np.prod(self.shape)) * self.dtype.itemsize
+        found = self.path.stat().st_size
+        if found != expected:
+            raise ValueError(
+                f"{self.path} holds {found} bytes, not the {expected} of a {self.dtype} array "
+                f"of shape {self.shape}"
+            )
+
+    def load(self) -> np.ndarray:
+        return np.fromfile(self.path, dtype=self.dtype).reshape(self.shape)
+
+    def write_npy(self, fh) -> None:
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        try:  # np.lib.format.write_array takes the first version whose header fits
+            np.lib.format.write_array_header_1_0(fh, header)
+        except ValueError:
+            np.lib.format.write_array_header_2_0(fh, header)
+        with open(self.path, "rb") as src:
+            shutil.copyfileobj(src, fh, _CHUNK)
 
 
 def load_npz(
@@ -304,6 +342,65 @@ def load_npz(
         raise damaged(path, exc, remove=remove) from exc
     except Exception as exc:  # BadZipFile (also a CRC mismatch), EOFError, zlib.error, ...
         raise damaged(path, exc, remove=remove) from exc
+
+
+class NpyRows:
+    """Rows of a C-ordered array stored uncompressed in an .npz member, read from the file
+    as they are sliced (`rows[a:b]`): a probe set of 224-px images is never all in memory.
+    `load_npz_rows` checks the member's CRC first."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.offset, self.dtype, self.shape = path, offset, dtype, shape
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("NpyRows reads contiguous row slices only (rows[a:b])")
+        start, stop, _ = rows.indices(len(self))
+        out = np.empty((max(stop - start, 0), *self.shape[1:]), dtype=self.dtype)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self.row_bytes)
+            if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise ArtifactReadError(f"cannot read {self.path}: cut short", self.path)
+        return out
+
+
+def load_npz_rows(path: str | os.PathLike, key: str) -> np.ndarray | NpyRows:
+    """Array `key` of an .npz as `NpyRows` (read by row slices on demand) when it is stored
+    uncompressed in C order, else loaded (`load_npz`). Its CRC-32 is checked first by reading
+    the member through once in blocks, so damage is found as `load_npz` finds it."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                readers = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }
+                if version not in readers:  # a version-3 (unicode field names) header
+                    return load_npz(path, [key])[key]
+                shape, fortran, dtype = readers[version](fh)
+                header = fh.tell()
+                while fh.read(_CHUNK):  # to the end: zipfile compares the CRC
+                    pass
+        if info.compress_type != zipfile.ZIP_STORED or fortran or dtype.hasobject:
+            return load_npz(path, [key])[key]
+        with open(path, "rb") as raw:
+            raw.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", raw.read(4))
+        start = info.header_offset + 30 + name_len + extra_len + header
+        return NpyRows(path, start, dtype, tuple(shape))
+    except KeyError:
+        return load_npz(path, [key])[key]  # names the missing array as load_npz does
+    except (ArtifactReadError, OSError):
+        raise
+    except Exception as exc:  # BadZipFile (also a CRC mismatch), ValueError of a bad header
+        raise damaged(path, exc) from exc
 
 
 def _check_layout(zf: zipfile.ZipFile, path: Path) -> None:

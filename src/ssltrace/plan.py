@@ -4,8 +4,20 @@ Job counts follow the workflow's granularity (per run and stage; see docs/ARCHIT
 the stages, every registered analysis and every row of the figure table; the tests check
 them against `snakemake -n`. GPU-hours come from measured throughput: the
 median images/s of the study's own training logs (e.g. after a one-epoch pilot run) or a
-value the user measured (`--images-per-s`). Disk comes from the networks' parameter counts and
-the layer sizes of the probe sets, both computed on the meta device (no memory, no weights).
+value the user measured (`--images-per-s`); failing both, for the 224-px architectures, from
+the reference table below (`reference_rate`), scaled by each method's passes per image. Disk
+comes from the networks' parameter counts and the layer sizes of the probe sets at the
+network's input side, both computed on the meta device (no memory, no weights).
+
+Reference throughput (`SUPERVISED_IMAGES_PER_S`, one `REFERENCE_GPU`): supervised training
+images/s, forward and backward, per architecture. ResNet-50: NVIDIA's DeepLearningExamples
+ResNet-50 v1.5 (PyTorch, mixed precision, batch 256, one A100 80 GB) report about 2,700
+img/s; 2,600 is kept for data loading. ResNet-18: not measured here; ResNet-50's rate scaled
+by forward FLOPs at 224 px (4.1 / 1.8 GFLOPs), 6,000 img/s. Replace them with a pilot
+epoch's logs (they take precedence) as soon as one has run. A method's cost per image
+(`METHOD_PASSES`) counts the network passes it makes: a pass with gradients as 3 (backward
+is about two forwards), one without as 1, relative to supervised's single pass with
+gradients. Extraction is forward only: 3 x the supervised rate.
 """
 
 from __future__ import annotations
@@ -37,10 +49,81 @@ def jobs_per_rule(cfg: dict) -> dict[str, int]:
     return jobs
 
 
+REFERENCE_GPU = "one NVIDIA A100 80 GB, bf16 mixed precision, channels_last"
+SUPERVISED_IMAGES_PER_S = {"resnet50_imagenet": 2600.0, "resnet18_imagenet": 6000.0}
+# (passes with gradients, passes without) per training image; why, per method.
+METHOD_PASSES = {
+    "supervised": (1, 0),
+    "few_label": (1, 0),
+    "instance_recognition": (1, 0),  # one view against a memory bank
+    "local_aggregation": (1, 0),  # IR's bank; its k-means on the bank costs no network pass
+    "local_label_propagation": (1, 0),
+    "colorization": (1, 0),
+    "relative_position": (1, 0),  # two patches of about a quarter image each
+    "depth_prediction": (1, 0),
+    "deepcluster": (1, 1),  # + every epoch's pass over the data for its clusters
+    "mean_teacher": (1, 1),  # student + EMA teacher
+    "simclr": (2, 0),  # two views
+    "simsiam": (2, 0),
+    "vicreg": (2, 0),
+    "barlow_twins": (2, 0),
+    "cmc": (2, 0),  # an L and an ab network, one view each
+    "autoencoder": (2, 0),  # encoder + a reversed ResNet decoder
+    "cpc": (4, 0),  # a 7 x 7 grid of overlapping 64-px crops: about 4 image areas
+    "byol": (2, 2),  # two views through the online and the target network
+    "untrained": (0, 0),
+}
+
+
+def method_cost(cfg: dict, run: str) -> float | None:
+    """Cost of one training image of `run`, relative to supervised (None: not tabled).
+    MoCo v2: the query with gradients and the key encoder without, twice when symmetric."""
+    method = study.method_of(cfg, run)
+    if method == "moco_v2":
+        symmetric = study.settings_of(cfg, run).get("params", {}).get("symmetric", True)
+        grad, plain = (2, 2) if symmetric else (1, 1)
+    elif method in METHOD_PASSES:
+        grad, plain = METHOD_PASSES[method]
+    else:
+        return None
+    return (3 * grad + plain) / 3
+
+
+def reference_rate(cfg: dict, run: str) -> float | None:
+    """Training images/s of `run` on the reference GPU from the table (None: unknown)."""
+    arch = study.run_settings(cfg, run, 0)["architecture"]["name"]
+    cost = method_cost(cfg, run)
+    if arch not in SUPERVISED_IMAGES_PER_S or not cost:
+        return None
+    return SUPERVISED_IMAGES_PER_S[arch] / cost
+
+
+def extraction_hours(cfg: dict, run: str, per_checkpoint: int) -> float | None:
+    """GPU-hours to extract `per_checkpoint` probe images from every analysed checkpoint of
+    one seed of `run`: forward only, 3 x the supervised reference rate (None: not tabled)."""
+    arch = study.run_settings(cfg, run, 0)["architecture"]["name"]
+    if arch not in SUPERVISED_IMAGES_PER_S:
+        return None
+    images = per_checkpoint * len(study.analysed_epochs(cfg, run))
+    return images / (3 * SUPERVISED_IMAGES_PER_S[arch]) / 3600
+
+
+def input_side(cfg: dict, architecture: dict) -> int:
+    """Side of the network's input: the architecture's image_size, else the dataset's (folder
+    sets), else 224 for the *_imagenet networks and 32 for the CIFAR-stem ones."""
+    if "image_size" in architecture:
+        return int(architecture["image_size"])
+    options = cfg["dataset"].get("options") or {}
+    if "image_size" in options:
+        return int(options["image_size"])
+    return 224 if architecture["name"].endswith("_imagenet") else 32
+
+
 def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
     """(checkpoint bytes, {probe kind: activation values per image over the extracted
     layers}): the pooling is chosen per probe set (the neural
-    probe set's by `neural.pooling`), and projection caps each layer's width."""
+    probe set's by `neural.pooling`), and projection caps each layer's width (a PCA also at
+    the probe set's number of images: it has at most that many components)."""
     import torch
 
     from ssltrace.extract import pool, pooling_of
@@ -48,8 +131,9 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
 
     run = study.run_settings(cfg, method, 0)
     n_classes = study.dataset(cfg).fine_per_coarse * study.n_known_coarse(cfg)
+    side = input_side(cfg, run["architecture"])
     with torch.device("meta"):
-        net = build_network(cfg["architecture"], run["method"], run["method_params"], n_classes)
+        net = build_network(run["architecture"], run["method"], run["method_params"], n_classes)
     state = net.state_dict()
     ckpt_bytes = sum(t.numel() * t.element_size() for t in state.values())
     outputs: dict[str, torch.Tensor] = {}
@@ -63,17 +147,36 @@ def network_sizes(cfg: dict, method: str) -> tuple[int, dict[str, int]]:
     ]
     net.eval()
     with torch.no_grad():
-        net.probe_forward(torch.zeros(2, 3, 32, 32, device="meta"))
+        net.probe_forward(torch.zeros(2, 3, side, side, device="meta"))
     for hook in hooks:
         hook.remove()
     extract = study.extract_settings(cfg)
     values = {}
+    sizes = study.probe_sizes(cfg) if extract.get("reduction") == "pca" else {}
     for kind in layout.PROBES:
         how = pooling_of(extract["pooling"], kind)
         cap = extract["projection_dim"] or float("inf")
         cap = float("inf") if kind in extract["unprojected"] else cap
+        if kind in sizes and cap != float("inf"):
+            cap = min(cap, sizes[kind])
         values[kind] = int(sum(min(pool(out, how).shape[1], cap) for out in outputs.values()))
     return ckpt_bytes, values
+
+
+def activation_bytes(cfg: dict, run: str, values: dict[str, int] | None = None) -> int:
+    """Bytes of every analysed epoch's activations of `run` over all seeds, if all are kept:
+    layer widths after pooling and reduction x probe images x epochs x seeds x dtype."""
+    values = network_sizes(cfg, run)[1] if values is None else values
+    per_checkpoint = sum(values[kind] * n for kind, n in study.probe_sizes(cfg).items())
+    dtype = 2 if cfg["extract"]["dtype"] == "float16" else 4
+    return per_checkpoint * dtype * len(study.analysed_epochs(cfg, run)) * len(cfg["seeds"])
+
+
+def kept_fraction(cfg: dict, run: str) -> float:
+    """Share of a run's analysed epochs whose activations `extract.keep` keeps."""
+    analysed = study.analysed_epochs(cfg, run)
+    keep = cfg["extract"]["keep"]
+    return 1.0 if keep == "all" else len(set(keep) & set(analysed)) / len(analysed)
 
 
 def checkpoint_bytes(cfg: dict, run: str) -> int:
@@ -118,23 +221,25 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
     skipped: list[str] = []
     measured = measured_throughput(Path(cfg["results_dir"]), skipped)
     sizes = study.probe_sizes(cfg)
-    act_dtype = 2 if cfg["extract"]["dtype"] == "float16" else 4
     n_train = study.training_images(cfg)
-    gpu_hours, ckpt_total, act_total = 0.0, 0, 0
+    gpu_hours, ckpt_total, act_total, extract_total, kept_total = 0.0, 0, 0, 0.0, 0.0
+    tabled = False
     lines.append("Per method (per seed):")
     for method in cfg["methods"]:
         ckpt_bytes, values = network_sizes(cfg, method)
         n_ckpt = len(study.checkpoint_epochs(cfg, method))
-        n_analysed = len(study.analysed_epochs(cfg, method))
         epochs = n_ckpt - 1
         rate = measured.get(method, images_per_s)
+        source = "logs" if method in measured else ("given" if images_per_s else "unknown")
+        if rate is None and reference_rate(cfg, method):
+            rate, source, tabled = reference_rate(cfg, method), "reference table", True
         hours = epochs * n_train / rate / 3600 if rate and epochs else 0.0
         seeds = len(cfg["seeds"])
         gpu_hours += hours * seeds
         ckpt_total += ckpt_bytes * n_ckpt * seeds
-        per_checkpoint = sum(values[kind] * n for kind, n in sizes.items())
-        act_total += per_checkpoint * act_dtype * n_analysed * seeds
-        source = "logs" if method in measured else ("given" if images_per_s else "unknown")
+        act_total += activation_bytes(cfg, method, values)
+        kept_total += activation_bytes(cfg, method, values) * kept_fraction(cfg, method)
+        extract_total += (extraction_hours(cfg, method, sum(sizes.values())) or 0.0) * seeds
         rate_text = f"{rate:,.0f} img/s ({source})" if rate else "throughput unknown"
         lines.append(
             f"  {method:13s} {epochs:4d} epochs, {rate_text}, {hours:7.2f} GPU-h, "
@@ -143,7 +248,7 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
     for run in study.target_runs(cfg):  # random-target networks: one seed, nothing extracted
         ckpt_bytes = checkpoint_bytes(cfg, run)
         n_ckpt = len(study.checkpoint_epochs(cfg, run))
-        rate = measured.get(run, images_per_s)
+        rate = measured.get(run, images_per_s) or reference_rate(cfg, run)
         hours = (n_ckpt - 1) * n_train / rate / 3600 if rate else 0.0
         gpu_hours += hours
         ckpt_total += ckpt_bytes * n_ckpt
@@ -155,14 +260,20 @@ def summary(cfg: dict, images_per_s: float | None = None) -> str:
         f"GPU-hours for training (all runs): {gpu_hours:.1f}"
         + (
             ""
-            if measured or images_per_s
+            if measured or images_per_s or tabled
             else " (no throughput known: run one epoch first or pass --images-per-s)"
         )
     )
+    if tabled:
+        lines.append(f"  (reference table: {REFERENCE_GPU}; ssltrace.plan documents it)")
+    if extract_total:
+        lines.append(f"GPU-hours for extraction (all runs, reference table): {extract_total:.1f}")
     lines += [f"  (training log left out: {message})" for message in skipped]
     lines.append(
         f"Disk: checkpoints {ckpt_total / 1e9:.1f} GB; activations if all kept "
         f"{act_total / 1e9:.1f} GB ({', '.join(f'{k} {v}' for k, v in sizes.items())}"
         " images per checkpoint)"
     )
+    if kept_total < act_total:
+        lines.append(f"  activations kept after analysis (extract.keep): {kept_total / 1e9:.1f} GB")
     return "\n".join(lines)

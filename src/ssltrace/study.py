@@ -301,6 +301,13 @@ def probe_settings(cfg: Mapping[str, Any], kind: str) -> dict:
 def extract_settings(cfg: Mapping[str, Any]) -> dict:
     keys = ("pooling", "batch_size", "device", "dtype", "keep", "projection_dim", "projection_seed")
     settings = {k: cfg["extract"][k] for k in keys}
+    # Reduction settings join only when set away from their defaults: the rule's params (a
+    # rerun trigger) stay as they were for every study that does not use them.
+    for key, default in (("reduction", "projection"), ("reduction_fit_epoch", "last")):
+        if cfg["extract"].get(key, default) != default:
+            settings[key] = cfg["extract"][key]
+    if cfg["extract"].get("distortion"):
+        settings["distortion"] = True
     settings["layers"] = None if cfg["extract"]["layers"] == "all" else cfg["extract"]["layers"]
     pooling = settings["pooling"]
     pooling = {"default": pooling} if isinstance(pooling, str) else dict(pooling)

@@ -219,11 +219,17 @@ def activation_key(path: Path, folder: Path | None = None) -> str:
 def read_activations(path: Path, folder: Path | None = None, **options) -> dict[str, np.ndarray]:
     """An epoch's activations (`io.load_npz`, verified). A missing or damaged file also
     removes `folder`, the extraction's output holding it, so that the workflow's next run
-    extracts it again (from the cache where the entry is sound) instead of failing again."""
+    extracts it again (from the cache where the entry is sound) instead of failing again.
+    Activations stored as float16 (`extract.dtype`) come back as float32: float16 is a
+    storage format, and sums over thousands of units in it would lose precision."""
     try:
         if not path.is_file():
             raise io.ArtifactReadError(f"activations {path} are missing", path, advice=False)
-        return io.load_npz(path, **options)
+        found = io.load_npz(path, **options)
+        return {
+            key: value.astype(np.float32) if value.dtype == np.float16 else value
+            for key, value in found.items()
+        }
     except io.ArtifactReadError as error:
         if folder is not None and (error.removed or not path.exists()):
             raise error.remove_folder(folder) from error.__cause__

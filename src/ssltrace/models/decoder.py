@@ -109,10 +109,21 @@ def pre_pool(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     """(feature map before the global pool [B, C, h, w], pooled features [B, C]).
 
     Every stage runs once (the pool too), so extraction's hooks fire as in `backbone(x)`.
+    A backbone without final pooling (seed 003's `final_pool: false`) has its last map as
+    the map, and that map flattened (its output) in place of pooled features.
     """
+    from ssltrace.models.resnet_imagenet import FlatBackbone
+
     stages = list(backbone.children())
+    if isinstance(backbone, FlatBackbone):
+        for stage in stages:
+            x = stage(x)
+        return x, x.flatten(1)
     if not stages or not isinstance(stages[-1], GlobalAvgPool):
-        raise ValueError("the backbone must end in a GlobalAvgPool stage (ssltrace.models)")
+        raise ValueError(
+            "the backbone must end in a GlobalAvgPool stage or have no final pooling "
+            "(ssltrace.models)"
+        )
     for stage in stages[:-1]:
         x = stage(x)
     return x, stages[-1](x)
