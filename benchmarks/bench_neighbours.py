@@ -11,6 +11,8 @@ image itself). Each side runs in its own process, so that its peak resident memo
 
     python benchmarks/bench_neighbours.py                # 10,000 images, all layers
     python benchmarks/bench_neighbours.py --images 3000  # quicker
+    python benchmarks/bench_neighbours.py --extra        # + the analysis's call with the
+        # ranked curve, and the bare similarity products (the floor both sides share)
 """
 
 from __future__ import annotations
@@ -42,18 +44,44 @@ def features(n_images: int, seed: int = 0):
 
 
 def ours(feats, labels, train, device):
+    """`neighbour_measures` per layer: kNN and quality from one pass over the upper triangle
+    of the similarity matrix (the analysis adds the ranked curve: `--ranked`)."""
     import torch
 
-    from ssltrace.analysis.neighbours import neighbour_quality, weighted_knn_accuracy
+    from ssltrace.analysis.neighbours import neighbour_measures
 
     results = {}
     for layer, x in feats.items():
-        knn = weighted_knn_accuracy(
-            x[train], labels[train], x[~train], labels[~train], k=100, device=device
-        )
-        results[layer] = (knn, neighbour_quality(x, labels, 10, device=device))
+        found = neighbour_measures(x, labels, train, ~train, 100, 0.07, 10, device=device)
+        results[layer] = (found.knn_accuracy, found.quality)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    return results
+
+
+def ours_ranked(feats, labels, train, device):
+    """The analysis's own call: as `ours` plus the ranked curve (whole rows, sorted)."""
+    from ssltrace.analysis.neighbours import neighbour_measures, rank_grid
+
+    ranks = rank_grid(len(labels) - 1, 256)
+    results = {}
+    for layer, x in feats.items():
+        found = neighbour_measures(x, labels, train, ~train, 100, 0.07, 10, ranks, device=device)
+        results[layer] = (found.knn_accuracy, found.quality)
+    return results
+
+
+def products(feats, labels, train, device):
+    """The floor both sides share: every similarity product once (whole n x n matrix in
+    [2048, n] chunks), nothing else; results are (0, 0)."""
+    import torch
+
+    results = {}
+    for layer, x in feats.items():
+        unit = torch.nn.functional.normalize(torch.from_numpy(x).to(device), dim=1)
+        for start in range(0, len(unit), 2048):
+            unit[start : start + 2048] @ unit.T
+        results[layer] = (0.0, 0.0)
     return results
 
 
@@ -78,10 +106,11 @@ def sklearn(feats, labels, train, device):
 def child(which: str, n_images: int, device: str) -> None:
     feats, labels, train = features(n_images)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if which == "ours":  # warm-up: first torch call, CUDA context
+    if which != "sklearn":  # warm-up: first torch call, CUDA context
         ours({"stem": feats["stem"][:500]}, labels[:500], train[:500], device)
     start = time.perf_counter()
-    results = {"ours": ours, "sklearn": sklearn}[which](feats, labels, train, device)
+    runs = {"ours": ours, "sklearn": sklearn, "ranked": ours_ranked, "products": products}
+    results = runs[which](feats, labels, train, device)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     gpu = None
@@ -97,7 +126,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--child", choices=["ours", "sklearn"])
+    parser.add_argument("--child", choices=["ours", "sklearn", "ranked", "products"])
+    parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also time the analysis's call (with the ranked curve) and the bare products",
+    )
     args = parser.parse_args()
     device = args.device
     if device == "auto":
@@ -108,7 +142,8 @@ def main() -> None:
         child(args.child, args.images, device)
         return
     found = {}
-    for which in ("ours", "sklearn"):
+    sides = ("ours", "sklearn") + (("ranked", "products") if args.extra else ())
+    for which in sides:
         cmd = [sys.executable, __file__, "--child", which, "--images", str(args.images)]
         out = subprocess.run(cmd + ["--device", device], capture_output=True, text=True)
         if out.returncode:
@@ -122,7 +157,7 @@ def main() -> None:
         gpu = f", GPU peak {r['gpu_peak_mb']:.0f} MB" if r["gpu_peak_mb"] else ""
         print(
             f"{which:8s} {r['seconds']:7.2f} s for {args.images} images x {n_layers} layers "
-            f"({device if which == 'ours' else 'cpu'}); peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"({'cpu' if which == 'sklearn' else device}); peak RSS {r['peak_rss_mb']:.0f} MB "
             f"(data alone {r['rss_before_mb']:.0f} MB){gpu}"
         )
     print(f"speed-up {found['sklearn']['seconds'] / found['ours']['seconds']:.1f}x")
