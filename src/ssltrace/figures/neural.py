@@ -173,14 +173,20 @@ def neural_best_layer_index(inputs: dict, stem: Path, settings: dict) -> list[Pa
 
 
 # ----------------------------------------------------------------------------- ED 11
+def best_over_layers(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows (method, seed, epoch, probe, value): per run, epoch and region the best layer's
+    score (the maximum over layers at that epoch)."""
+    rows = table[table["metric"] == metric]
+    best = rows.groupby(["method", "seed", "epoch", "probe"], sort=False)["value"].max()
+    return best.reset_index()
+
+
 @FIGURES.register("neural_over_epochs")
 def neural_over_epochs(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 003 Extended Data Fig. 11: each region's best-layer predictivity (the maximum over
     layers at each epoch) along training, mean ± SD over seeds per method."""
     table, metric, label = read_scores(inputs, settings)
-    rows = table[table["metric"] == metric]
-    best = rows.groupby(["method", "seed", "epoch", "probe"], sort=False)["value"].max()
-    best = best.reset_index()
+    best = best_over_layers(table, metric)
     regions = _regions(best)
     colours = style.method_palette(_methods(best))
     fig, axes = style.panels(1, len(regions), (4.2 * len(regions) + 1.2, 3.6), sharey=True)
