@@ -1,6 +1,7 @@
 """Neural predictivity and behavioural consistency figures of seed 003 (Figs. 2b-c, 4d;
 Extended Data Figs. 1, 2, 3, 8, 11), from the `predictivity` and `behaviour` study tables and
-the per-run per-neuroid score matrices.
+the study's t-test matrix files (`tables/{predictivity,behaviour}_ttests.npz`,
+`ssltrace.analysis.ttests`).
 
 A region is a table `probe` (`dataset:region`, e.g. `simulated:V1-like`: simulated data carry
 their dataset's name everywhere). The score shown is the readout named by the first entry of
