@@ -11,6 +11,8 @@ image itself). Each side runs in its own process, so that its peak resident memo
 
     python benchmarks/bench_neighbours.py                # 10,000 images, all layers
     python benchmarks/bench_neighbours.py --images 3000  # quicker
+    python benchmarks/bench_neighbours.py --extra        # + the analysis's call with the
+        # ranked curve, and the bare similarity products (the floor both sides share)
 """
 
 from __future__ import annotations
@@ -42,18 +44,44 @@ def features(n_images: int, seed: int = 0):
 
 
 def ours(feats, labels, train, device):
+    """`neighbour_measures` per layer: kNN and quality from one pass over the upper triangle
+    of the similarity matrix (the analysis adds the ranked curve: `--ranked`)."""
     import torch
 
-    from ssltrace.analysis.neighbours import neighbour_quality, weighted_knn_accuracy
+    from ssltrace.analysis.neighbours import neighbour_measures
 
     results = {}
     for layer, x in feats.items():
-        knn = weighted_knn_accuracy(
-            x[train], labels[train], x[~train], labels[~train], k=100, device=device
-        )
-        results[layer] = (knn, neighbour_quality(x, labels, 10, device=device))
+        found = neighbour_measures(x, labels, train, ~train, 100, 0.07, 10, device=device)
+        results[layer] = (found.knn_accuracy, found.quality)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    return results
+
+
+def ours_ranked(feats, labels, train, device):
+    """The analysis's own call: as `ours` plus the ranked curve (whole rows, sorted)."""
+    from ssltrace.analysis.neighbours import neighbour_measures, rank_grid
+
+    ranks = rank_grid(len(labels) - 1, 256)
+    results = {}
+    for layer, x in feats.items():
+        found = neighbour_measures(x, labels, train, ~train, 100, 0.07, 10, ranks, device=device)
+        results[layer] = (found.knn_accuracy, found.quality)
+    return results
+
+
+def products(feats, labels, train, device):
+    """The floor both sides share: every similarity product once (whole n x n matrix in
+    [2048, n] chunks), nothing else; results are (0, 0)."""
+    import torch
+
+    results = {}
+    for layer, x in feats.items():
+        unit = torch.nn.functional.normalize(torch.from_numpy(x).to(device), dim=1)
+        for start in range(0, len(unit), 2048):
+            unit[start : start + 2048] @ unit.T
+        results[layer] = (0.0, 0.0)
     return results
 
 
@@ -75,21 +103,28 @@ def sklearn(feats, labels, train, device):
     return results
 
 
-def child(which: str, n_images: int, device: str) -> None:
+def child(which: str, n_images: int, device: str, threads: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # BLAS of scikit-learn / numpy
+    torch.set_num_threads(threads)
     feats, labels, train = features(n_images)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if which == "ours":  # warm-up: first torch call, CUDA context
+    if which != "sklearn":  # warm-up: first torch call, CUDA context
         ours({"stem": feats["stem"][:500]}, labels[:500], train[:500], device)
-    start = time.perf_counter()
-    results = {"ours": ours, "sklearn": sklearn}[which](feats, labels, train, device)
-    seconds = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    runs = {"ours": ours, "sklearn": sklearn, "ranked": ours_ranked, "products": products}
+    results = runs[which](feats, labels, train, device)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     gpu = None
     if which == "ours" and device.startswith("cuda"):
         import torch
 
         gpu = torch.cuda.max_memory_allocated() / 2**20
-    report = {"seconds": seconds, "peak_rss_mb": peak / 1024, "rss_before_mb": before / 1024}
+    report = {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak / 1024}
+    report["rss_before_mb"] = before / 1024
     print(json.dumps({**report, "gpu_peak_mb": gpu, "results": results}))
 
 
@@ -97,7 +132,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--child", choices=["ours", "sklearn"])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each side")
+    parser.add_argument("--child", choices=["ours", "sklearn", "ranked", "products"])
+    parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also time the analysis's call (with the ranked curve) and the bare products",
+    )
     args = parser.parse_args()
     device = args.device
     if device == "auto":
@@ -105,11 +146,13 @@ def main() -> None:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.child:
-        child(args.child, args.images, device)
+        child(args.child, args.images, device, args.threads)
         return
     found = {}
-    for which in ("ours", "sklearn"):
+    sides = ("ours", "sklearn") + (("ranked", "products") if args.extra else ())
+    for which in sides:
         cmd = [sys.executable, __file__, "--child", which, "--images", str(args.images)]
+        cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd + ["--device", device], capture_output=True, text=True)
         if out.returncode:
             sys.exit(out.stderr)
@@ -121,11 +164,13 @@ def main() -> None:
     for which, r in found.items():
         gpu = f", GPU peak {r['gpu_peak_mb']:.0f} MB" if r["gpu_peak_mb"] else ""
         print(
-            f"{which:8s} {r['seconds']:7.2f} s for {args.images} images x {n_layers} layers "
-            f"({device if which == 'ours' else 'cpu'}); peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"{which:8s} {r['seconds']:7.2f} s ({r['cpu_seconds']:.1f} CPU s) for "
+            f"{args.images} images x {n_layers} layers "
+            f"({'cpu' if which == 'sklearn' else device}); peak RSS {r['peak_rss_mb']:.0f} MB "
             f"(data alone {r['rss_before_mb']:.0f} MB){gpu}"
         )
-    print(f"speed-up {found['sklearn']['seconds'] / found['ours']['seconds']:.1f}x")
+    print(f"speed-up {found['sklearn']['seconds'] / found['ours']['seconds']:.1f}x", end=" ")
+    print(f"(CPU time {found['sklearn']['cpu_seconds'] / found['ours']['cpu_seconds']:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from ssltrace import io, tables
 def write(root, methods, seeds, run_epochs, layers) -> dict[str, dict]:
     """{analysis: {"table": path, "ranked:METHOD:SEED": path, ...}} in the documented formats."""
     rng = np.random.default_rng(3)
-    rows = {"neighbours": [], "orientation": [], "transfer": []}
-    inputs = {"neighbours": {}, "orientation": {}, "transfer": {}}
+    rows = {"neighbours": [], "orientation": [], "transfer": [], "predictivity": []}
+    inputs = {"neighbours": {}, "orientation": {}, "transfer": {}, "predictivity": {}}
     ranks = np.unique(np.round(np.geomspace(1, 239, 40)).astype(np.int64))
     for method in methods:
         for seed in seeds:
@@ -33,6 +33,10 @@ def write(root, methods, seeds, run_epochs, layers) -> dict[str, dict]:
                         ("transfer", "heldout", "position_r", knn - 0.1),
                         ("transfer", "heldout", "pose_r", knn - 0.3),
                     ]
+                    for region, peak in (("simulated:V1-like", 1), ("simulated:IT-like", 4)):
+                        # planted: each region peaks at one layer, rising with training
+                        score = 0.3 + 0.1 * epoch - 0.05 * abs(li - peak) + rng.uniform(0, 0.02)
+                        found += [("predictivity", region, "factorised_map_ceiled", score)]
                     if li == len(layers) - 2:  # the best layer's rows
                         found += [
                             ("transfer", "heldout", "position_r_best", knn - 0.1),

@@ -645,6 +645,27 @@ def test_mean_sd_lines_band_is_the_planted_spread():
     plt.close(fig)
 
 
+def test_ed11_development_shows_neural_predictivity_beside_the_other_curves(
+    study, tmp_path, captured
+):
+    # Seed 003 ED Fig. 11: circular variance, kNN, position, then one panel per region of the
+    # predictivity table with the best layer's score per epoch (mean over seeds), and none
+    # when the study has no predictivity input.
+    draw("development", figure_inputs(study, "development"), tmp_path)
+    axes = [ax for ax in captured[0].axes if ax.get_title()]
+    titles = [ax.get_title() for ax in axes]
+    assert titles[:3] == ["Orientation selectivity", "Object categorisation", "Object position"]
+    assert titles[3:] == ["Neural: simulated:IT-like", "Neural: simulated:V1-like"]
+    table = tables.read(study["predictivity"]["table"])
+    rows = table[(table.metric == "factorised_map_ceiled") & (table.probe == "simulated:V1-like")]
+    best = rows.groupby(["method", "seed", "epoch"]).value.max().groupby(["method", "epoch"]).mean()
+    line = next(line for line in axes[4].lines if line.get_label() == "simclr")
+    np.testing.assert_allclose(line.get_ydata(), best["simclr"].to_numpy())
+    inputs = {k: v for k, v in figure_inputs(study, "development").items() if k != "predictivity"}
+    draw("development", inputs, tmp_path)
+    assert len([ax for ax in captured[1].axes if ax.get_title()]) == 3
+
+
 def test_captions_state_the_seeds_the_band_and_the_stimuli():
     from ssltrace import study as study_module
     from tests.test_config import base

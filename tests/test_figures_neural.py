@@ -11,6 +11,7 @@ import scipy.stats
 from matplotlib.patches import Rectangle
 
 from ssltrace import io, tables
+from ssltrace.analysis.ttests import behaviour_ttests, neural_ttests
 from ssltrace.figures import FIGURES, style
 from ssltrace.figures.neural import best_layer_per_seed, best_layers
 from ssltrace.figures.table import figure_table
@@ -90,7 +91,12 @@ def write_neural_study(root) -> dict:
         ).sort_values(tables.COLUMNS[:-1], kind="stable")
         path = root / "tables" / f"{name}.tsv"
         io.save_table(path, frame)
-        inputs[name] = {"table": path}
+        inputs[name] = {"table": path, "ttests": root / "tables" / f"{name}_ttests.npz"}
+    # the study matrix files of the t-tests, as the workflow's rules write them
+    runs = {(k.split(":")[1], int(k.split(":")[2])): v for k, v in inputs["scores"].items()}
+    io.save_npz(inputs["predictivity"]["ttests"], neural_ttests(runs))
+    table = tables.read(inputs["behaviour"]["table"])
+    io.save_npz(inputs["behaviour"]["ttests"], behaviour_ttests(table))
     return inputs
 
 
@@ -103,7 +109,11 @@ def inputs_of(study, name: str) -> dict:
     row = next(r for r in figure_table() if r.draw == name)
     out = {}
     for role, spec in row.inputs.items():
-        out.update(study["scores"] if spec.per_run else {role: study[spec.analysis]["table"]})
+        if spec.per_run:
+            out.update(study["scores"])
+        else:
+            kind = "ttests" if spec.pattern.endswith("_ttests.npz") else "table"
+            out[role] = study[spec.analysis][kind]
     return out
 
 

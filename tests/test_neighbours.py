@@ -9,6 +9,7 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from ssltrace.analysis.base import Job, run_job
 from ssltrace.analysis.neighbours import (
     Neighbours,
+    neighbour_measures,
     neighbour_profile,
     neighbour_quality,
     rank_grid,
@@ -205,3 +206,43 @@ def test_neighbour_profile_is_quality_and_ranked_curve_in_one_pass():
     quality, curve = neighbour_profile(x, y, 10, ranks, chunk_size=7, dtype="float64")
     assert quality == pytest.approx(neighbour_quality(x, y, 10, dtype="float64"), abs=1e-12)
     np.testing.assert_allclose(curve, ranked_similarities(x, ranks, dtype="float64"))
+
+
+@pytest.mark.parametrize("with_ranks", [False, True])
+@pytest.mark.parametrize("chunk_size", [7, 64, 4096])
+def test_neighbour_measures_one_pass_match_sklearn(with_ranks, chunk_size):
+    # One similarity pass (upper triangle without ranks, whole rows with them) gives the
+    # weighted kNN of scikit-learn's KNeighborsClassifier, the 10-neighbour quality of its
+    # NearestNeighbors and the brute-force ranked curve; images in neither the bank nor the
+    # queries count for the quality only; labels are not 0..C-1; parts are interleaved.
+    rng = np.random.default_rng(chunk_size)
+    x, y = _clustered(6, 50, 10, rng, spread=2.0)
+    y = 3 * y + 1
+    part = rng.integers(0, 3, size=y.size)  # 0 bank, 1 queries, 2 neither
+    bank, queries = part == 0, part == 1
+    ref_knn = np.mean(_sklearn_knn(x[bank], y[bank], x[queries], 20, 0.1) == y[queries])
+    nn = NearestNeighbors(n_neighbors=11, metric="cosine", algorithm="brute").fit(x)
+    ref_quality = np.mean(y[nn.kneighbors(x, return_distance=False)[:, 1:]] == y[:, None])
+    ranks = rank_grid(y.size - 1, 9) if with_ranks else None
+    for dtype in ("float64", "float32"):
+        found = neighbour_measures(
+            x, y, bank, queries, 20, 0.1, 10, ranks, chunk_size=chunk_size, dtype=dtype
+        )
+        assert 0.3 < ref_knn < 1.0
+        assert found.knn_accuracy == pytest.approx(ref_knn, abs=1e-12)
+        assert found.quality == pytest.approx(ref_quality, abs=1e-12)
+        if with_ranks:
+            expected = ranked_similarities(x, ranks, dtype="float64")
+            np.testing.assert_allclose(found.ranked, expected, atol=1e-5)
+        else:
+            assert found.ranked is None
+
+
+def test_neighbour_measures_reject_bad_masks():
+    x, y = np.ones((6, 3)), np.arange(6)
+    with pytest.raises(ValueError, match="boolean masks of the 6 images"):
+        neighbour_measures(x, y, np.ones(5, bool), np.zeros(5, bool), k=1)
+    with pytest.raises(ValueError, match="disjoint"):
+        neighbour_measures(x, y, np.ones(6, bool), np.ones(6, bool), k=1)
+    with pytest.raises(ValueError, match="k must be an integer from 1 to 3"):
+        neighbour_measures(x, y, np.arange(6) < 3, np.arange(6) >= 3, k=4)

@@ -243,6 +243,26 @@ def cmd_collect(args) -> None:
     _log(f"{len(table)} rows -> {args.out}")
 
 
+def cmd_ttests(args) -> None:
+    from ssltrace import io, tables
+    from ssltrace.analysis import ttests
+
+    if args.kind == "neural":
+        runs = {}
+        for name, path in _named_paths(args.input, "ttests --input").items():
+            method, _, seed = name.rpartition(":")
+            if not method or not seed.isdigit():
+                raise ValueError(f"ttests --input {name!r}: expected METHOD:SEED=PATH")
+            runs[(method, int(seed))] = path
+        arrays = ttests.neural_ttests(runs)
+    else:
+        if len(args.input) != 1 or "=" in args.input[0]:
+            raise ValueError("ttests behaviour takes one --input: the behaviour study table")
+        arrays = ttests.behaviour_ttests(tables.read(Path(args.input[0])))
+    io.save_npz(Path(args.out), arrays)
+    _log(f"{args.kind} t-tests between {len(arrays['methods'])} methods -> {args.out}")
+
+
 def cmd_figure(args) -> None:
     from ssltrace.figures import draw
 
@@ -404,6 +424,21 @@ def _add_output_commands(sub) -> None:
     p = _stage(sub, "collect", cmd_collect, "stack per-run tidy tables into one study table")
     _paths(p, "--out")
     p.add_argument("tables", nargs="*")
+    p = _stage(
+        sub,
+        "ttests",
+        cmd_ttests,
+        "t-test matrices between methods (seed 003 ED Figs. 1, 8) into a study matrix file",
+    )
+    p.add_argument("kind", choices=("neural", "behaviour"))
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        help="neural: METHOD:SEED=PATH of each run's predictivity scores file (repeatable); "
+        "behaviour: the behaviour study table",
+    )
+    _paths(p, "--out")
     p = _stage(sub, "figure", cmd_figure, "draw one registered figure", "figure settings")
     p.add_argument("--name", required=True, help="figure drawing (see ssltrace.figures)")
     p.add_argument("--input", action="append", default=[], help="ROLE=PATH, repeatable")

@@ -15,6 +15,7 @@ fields given and leaves the others as `{field}` for Snakemake.
     metrics/{analysis}/{method}/seed{seed}.tsv      a run's tidy table of one analysis
     metrics/{analysis}/{method}/seed{seed}_{array}.npz  the matrices it wrote beside it
     tables/{analysis}.tsv                           the study table of one analysis
+    tables/{analysis}_{array}.npz                   a study matrix file comparing its runs
     figures/{stem}.{fmt}                            stem = <paper>/<figure name>
     cache/{stage}/                                  per-epoch results by content key
     logs/{stage}/...                                one log per job
@@ -45,6 +46,9 @@ ACTIVATIONS = RUN_ACTIVATIONS + "/{probe}"
 METRIC_TABLE = "metrics/{analysis}/{method}/seed{seed}.tsv"
 METRIC_ARRAYS = "metrics/{analysis}/{method}/seed{seed}_{array}.npz"
 STUDY_TABLE = "tables/{analysis}.tsv"
+# Study-level matrices computed from every run's output of an analysis (the t-tests between
+# methods of seed 003 ED Figs. 1, 8: ssltrace.analysis.ttests).
+STUDY_ARRAYS = "tables/{analysis}_{array}.npz"
 FIGURE = "figures/{stem}.{fmt}"
 CACHE = "cache"
 LOGS = "logs"

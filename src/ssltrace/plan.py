@@ -39,6 +39,8 @@ def jobs_per_rule(cfg: dict) -> dict[str, int]:
         jobs["neural_simulated"] = len(study.simulated_neural(cfg))
     jobs.update({f"probe_{kind}": 1 for kind in study.probe_kinds(cfg)})
     jobs["collect_table"] = len(analyses)
+    # study t-test matrices between methods (seed 003 ED Figs. 1, 8; workflow/rules/metrics.smk)
+    jobs.update({f"{name}_ttests": 1 for name in ("predictivity", "behaviour") if name in analyses})
     jobs.update({rule: runs for rule in ("pretrain", "extract", *analyses)})
     targets = len(study.target_runs(cfg))  # random-target networks: pretrain runs + one rule
     jobs["pretrain"] += targets

@@ -139,6 +139,12 @@ def per_run(pattern):
     return [path(pattern, method=m, seed=s) for m in METHODS for s in SEEDS]
 
 
+def run_named_args(wildcards, input):
+    """`--input METHOD:SEED=PATH` of each run's file, `input` being `per_run` of a pattern."""
+    names = [f"{m}:{s}" for m in METHODS for s in SEEDS]
+    return named_args("input", zip(names, input, strict=True))
+
+
 def get_final_output():
     figures = [
         path(layout.FIGURE, stem=row.stem, fmt=fmt)
@@ -146,6 +152,11 @@ def get_final_output():
         for fmt in CFG["figures"]["formats"]
     ]
     tables = [path(layout.STUDY_TABLE, analysis=name) for name in ANALYSIS_NAMES]
+    tables += [
+        path(layout.STUDY_ARRAYS, analysis=name, array="ttests")
+        for name in ("predictivity", "behaviour")
+        if name in ANALYSIS_NAMES
+    ]
     return figures + tables + per_run(layout.TRAIN_LOG)
 
 

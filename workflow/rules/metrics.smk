@@ -45,3 +45,48 @@ rule collect_table:
         runtime=minutes(10),
     shell:
         "ssltrace collect --out {output:q} {input:q} > {log:q} 2>&1"
+
+
+# Study-level t-test matrices between methods (seed 003 ED Figs. 1, 8; ssltrace.analysis.ttests)
+if "predictivity" in ANALYSIS_NAMES:
+
+    rule predictivity_ttests:
+        input:
+            per_run(
+                layout.fill(
+                    layout.METRIC_ARRAYS, analysis="predictivity", array="scores"
+                )
+            ),
+        output:
+            path(layout.STUDY_ARRAYS, analysis="predictivity", array="ttests"),
+        log:
+            f"{LOGS}/ttests/predictivity.log",
+        conda:
+            "../../envs/ssltrace.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=minutes(10),
+        params:
+            runs=run_named_args,
+        shell:
+            "ssltrace ttests neural {params.runs} --out {output:q} > {log:q} 2>&1"
+
+
+if "behaviour" in ANALYSIS_NAMES:
+
+    rule behaviour_ttests:
+        input:
+            path(layout.STUDY_TABLE, analysis="behaviour"),
+        output:
+            path(layout.STUDY_ARRAYS, analysis="behaviour", array="ttests"),
+        log:
+            f"{LOGS}/ttests/behaviour.log",
+        conda:
+            "../../envs/ssltrace.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=minutes(10),
+        shell:
+            "ssltrace ttests behaviour --input {input:q} --out {output:q} > {log:q} 2>&1"

@@ -21,6 +21,8 @@ query rows (a [chunk, n] block at a time, never the n × n matrix) with torch on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -213,6 +215,158 @@ def neighbour_profile(
     return same / (n * n_neighbours), (total / n).cpu().numpy()[ranks - 1]
 
 
+@dataclass(frozen=True)
+class NeighbourMeasures:
+    """What one pass over an embedding's similarities gives (`neighbour_measures`)."""
+
+    knn_accuracy: float  # weighted kNN (Wu et al. 2018) of the queries from the bank
+    quality: float  # share of each image's nearest others with its label
+    ranked: np.ndarray | None  # mean ranked similarity at the asked ranks (None: not asked)
+
+
+def neighbour_measures(
+    features: np.ndarray,
+    labels: np.ndarray,
+    bank: np.ndarray,
+    queries: np.ndarray,
+    k: int = 100,
+    temperature: float = 0.07,
+    n_neighbours: int = 10,
+    ranks: np.ndarray | None = None,
+    chunk_size: int = 2048,
+    device: str | torch.device = "auto",
+    dtype: str = "float32",
+) -> NeighbourMeasures:
+    """Weighted kNN accuracy, neighbour quality and (with `ranks`) the ranked-similarity
+    curve of one embedding from one set of similarity products.
+
+    The kNN similarities (queries x bank) are a block of the all-images similarity matrix that
+    neighbour quality needs anyway, so both come from one product per chunk: images are
+    reordered bank first, queries next, so that block is a slice. Without `ranks` only the
+    upper triangle of the symmetric matrix is computed ([c, c] blocks, each updating the
+    running top-k of its rows and, transposed, of its columns): half the products, which
+    dominate (measured ~2x at 10,000 images x 512 dims on 2 CPU threads). The ranked curve
+    needs whole rows sorted, so with `ranks` whole row chunks are used and sorted with numpy on
+    the CPU (its SIMD sort, measured 26x faster than torch's on [1024, 10000] float32 blocks).
+
+    Args:
+        features, labels: [n, d] features and [n] labels of every image.
+        bank, queries: boolean masks [n] of the kNN memory bank and the images it classifies
+            (disjoint); neighbour quality and the ranked curve use every image.
+        k, temperature: K neighbours voting with weight exp(s / temperature).
+        n_neighbours: neighbours of the quality measure (seed 003: 10).
+        ranks: ranks (1 = most similar other image) of the curve returned, None: no curve.
+    """
+    x = check_features(features, "features", NP_DTYPES[_name(dtype)])
+    y = check_labels(labels, "labels", x.shape[0])
+    bank, queries = _masks(bank, queries, x.shape[0])
+    n = x.shape[0]
+    n_bank, n_query = int(bank.sum()), int(queries.sum())
+    _check_knn_args(k, temperature, n_bank, x.shape[1], x.shape[1])
+    if not isinstance(n_neighbours, (int, np.integer)) or not 1 <= n_neighbours < n:
+        raise ValueError(f"n_neighbours must be an integer from 1 to {n - 1}, got {n_neighbours!r}")
+    if ranks is not None:
+        ranks = np.asarray(ranks, dtype=np.int64)
+        if ranks.ndim != 1 or ranks.size == 0 or ranks.min() < 1 or ranks.max() > n - 1:
+            raise ValueError(f"ranks must be a 1-D array of ranks from 1 to {n - 1}")
+    order = np.concatenate([np.flatnonzero(bank), np.flatnonzero(queries)])
+    order = np.concatenate([order, np.flatnonzero(~(bank | queries))])
+    dev = resolve_device(device)
+    unit = unit_rows(x[order], dev, _dtype(dtype))
+    codes = torch.from_numpy(np.unique(y, return_inverse=True)[1][order].astype(np.int64)).to(dev)
+    state = _TopK(n, n_bank, n_query, k, int(n_neighbours), unit.dtype, dev)
+    chunk = _check_chunk(chunk_size)
+    if ranks is None:
+        _upper_triangle(unit, state, chunk)
+        ranked = None
+    else:
+        ranked = _row_chunks(unit, state, chunk)[ranks - 1]
+    return NeighbourMeasures(*state.results(codes, temperature), ranked)
+
+
+def _masks(bank, queries, n: int) -> tuple[np.ndarray, np.ndarray]:
+    bank, queries = np.asarray(bank, dtype=bool), np.asarray(queries, dtype=bool)
+    if bank.shape != (n,) or queries.shape != (n,):
+        raise ValueError(f"bank and queries must be boolean masks of the {n} images")
+    if (bank & queries).any() or not queries.any():
+        raise ValueError("bank and queries must be disjoint, with at least one query")
+    return bank, queries
+
+
+class _TopK:
+    """Running top-k of rows over the column blocks seen so far: the `n_neighbours` most
+    similar other images of every image, and the k most similar bank images of every query
+    (rows ordered bank, queries, rest; see `neighbour_measures`)."""
+
+    def __init__(self, n, n_bank, n_query, k, n_neighbours, dtype, device):
+        self.n_bank, self.n_query, self.k, self.nq = n_bank, n_query, k, n_neighbours
+        self.q_vals = torch.full((n, n_neighbours), -torch.inf, dtype=dtype, device=device)
+        self.q_idx = torch.zeros((n, n_neighbours), dtype=torch.int64, device=device)
+        self.k_vals = torch.full((n_query, k), -torch.inf, dtype=dtype, device=device)
+        self.k_idx = torch.zeros((n_query, k), dtype=torch.int64, device=device)
+
+    def update(self, row0: int, col0: int, block: torch.Tensor) -> None:
+        """Merge a block of similarities (rows row0.., columns col0..) into the state."""
+        rows = slice(row0, row0 + block.shape[0])
+        _merge(self.q_vals, self.q_idx, rows, block, col0, self.nq)
+        q0, q1 = max(row0, self.n_bank), min(rows.stop, self.n_bank + self.n_query)
+        c1 = min(col0 + block.shape[1], self.n_bank)
+        if q0 < q1 and col0 < c1:  # queries among the rows, bank images among the columns
+            sub = block[q0 - row0 : q1 - row0, : c1 - col0]
+            span = slice(q0 - self.n_bank, q1 - self.n_bank)
+            _merge(self.k_vals, self.k_idx, span, sub, col0, self.k)
+
+    def results(self, codes: torch.Tensor, temperature: float) -> tuple[float, float]:
+        weights = torch.exp(self.k_vals / temperature)
+        votes = torch.zeros(self.n_query, int(codes.max()) + 1, dtype=weights.dtype)
+        votes = votes.to(weights.device).scatter_add_(1, codes[self.k_idx], weights)
+        truth = codes[self.n_bank : self.n_bank + self.n_query]
+        knn = float((votes.argmax(dim=1) == truth).double().mean())  # ties: smaller class
+        quality = int((codes[self.q_idx] == codes[:, None]).sum()) / self.q_idx.numel()
+        return knn, quality
+
+
+def _merge(vals, idx, rows: slice, block: torch.Tensor, col0: int, k: int) -> None:
+    """vals/idx[rows] <- the top k of their current entries and the block's rows."""
+    top = block.topk(min(k, block.shape[1]), dim=1)
+    both = torch.cat([vals[rows], top.values], dim=1).topk(k, dim=1)
+    vals[rows] = both.values
+    idx[rows] = torch.cat([idx[rows], top.indices + col0], dim=1).gather(1, both.indices)
+
+
+def _upper_triangle(unit: torch.Tensor, state: _TopK, chunk: int) -> None:
+    """Every [chunk, chunk] block on and above the diagonal of unit @ unit.T, once."""
+    n = unit.shape[0]
+    for i in range(0, n, chunk):
+        for j in range(i, n, chunk):
+            block = unit[i : i + chunk] @ unit[j : j + chunk].T
+            if i == j:
+                block.fill_diagonal_(-torch.inf)  # never one's own neighbour
+            state.update(i, j, block)
+            if j > i:  # top-k along contiguous rows: copy + topk measured 2.4x faster
+                state.update(j, i, block.T.contiguous())
+
+
+def _row_chunks(unit: torch.Tensor, state: _TopK, chunk: int) -> np.ndarray:
+    """Whole rows of unit @ unit.T, chunk by chunk: the top-k state and the mean ranked
+    similarity curve (ranks 1..n-1)."""
+    n = unit.shape[0]
+    total = np.zeros(n - 1)
+    for start, block in _similarity_blocks(unit, unit, chunk, True):
+        state.update(start, 0, block)
+        total += _sorted_sum(block, n)
+    return total / n
+
+
+def _sorted_sum(block: torch.Tensor, n: int) -> np.ndarray:
+    """Column sums of the block's rows sorted in decreasing order, self (-inf) left out."""
+    if block.device.type == "cpu":
+        ordered = np.sort(block.numpy(), axis=1)[:, ::-1]  # numpy's SIMD sort
+        return ordered[:, : n - 1].sum(axis=0, dtype=np.float64)
+    ordered = block.sort(dim=1, descending=True).values[:, : n - 1]
+    return ordered.sum(dim=0, dtype=torch.float64).cpu().numpy()
+
+
 def _name(dtype: str) -> str:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -261,7 +415,7 @@ class Neighbours(PerEpochAnalysis):
 
     def _options(self) -> dict:
         return {
-            "chunk_size": self.settings.get("chunk_size", 1024),
+            "chunk_size": self.settings.get("chunk_size", 2048),
             "device": self.settings.get("device", "auto"),
             "dtype": self.settings["dtype"],
         }
@@ -272,21 +426,19 @@ class Neighbours(PerEpochAnalysis):
         ranks = rank_grid(labels.size - 1, s["ranked_points"])
         rows, curves = [], []
         for layer in layers:
-            x = acts[layer]
-            knn = weighted_knn_accuracy(
-                x[train],
-                labels[train],
-                x[test],
-                labels[test],
+            found = neighbour_measures(
+                acts[layer],
+                labels,
+                train,
+                test,
                 k=s["k"],
                 temperature=s["temperature"],
+                n_neighbours=s["quality_neighbours"],
+                ranks=ranks,
                 **self._options(),
             )
-            quality, curve = neighbour_profile(
-                x, labels, s["quality_neighbours"], ranks, **self._options()
-            )
-            rows += [(layer, "fine", "knn_accuracy", knn)]
-            rows += [(layer, "fine", "neighbour_quality", quality)]
-            curves.append(curve)
+            rows += [(layer, "fine", "knn_accuracy", found.knn_accuracy)]
+            rows += [(layer, "fine", "neighbour_quality", found.quality)]
+            curves.append(found.ranked)
         arrays = {"ranked": np.stack(curves), "layers": np.array(layers), "ranks": ranks}
         return rows, arrays

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ssltrace import tables
 from ssltrace.figures import FIGURES, readers, style
 
 
@@ -137,20 +138,19 @@ def transfer_by_method(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 def development(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 003 Extended Data Fig. 11: along training, the median circular variance of the
     early layer's units (lower = more orientation selective; band: ± 1 SD over seeds of the
-    median), the deep layer's weighted-kNN accuracy and the held-out object-position r of
-    each run's best layer.
+    median), the deep layer's weighted-kNN accuracy, the held-out object-position r of each
+    run's best layer and, where the study scores neural data, each region's neural
+    predictivity (the best layer's at each epoch, as `neural_over_epochs`).
 
     Inputs `orientation` (orientation.tsv), `table` (neighbours.tsv), `transfer`
-    (transfer.tsv). Settings `early_layer`, `deep_layer`.
+    (transfer.tsv), optional `predictivity` (predictivity.tsv). Settings `early_layer`,
+    `deep_layer`, `readouts`, `ceiling`.
     """
     cv = readers.read_metrics(inputs, ["cv_median"], role="orientation")
     early = readers.early_deep(settings, readers.layer_order(settings, cv["layer"]))[0]
     knn, deep = readers.deep_layer_rows(inputs, ["knn_accuracy"], settings)
     position = readers.read_metrics(inputs, ["position_r_best"], role="transfer")
-    found = [cv, knn, position]
-    colours = style.method_palette(style.ordered_methods(set(pd.concat(found)["method"])))
-    fig, axes = style.panels(1, 3, (13.0, 3.4), sharex=True)
-    panels = (
+    panels = [
         (
             cv[cv["layer"] == early],
             f"Median circular variance\n({early}; 1 = unselective)",
@@ -158,17 +158,37 @@ def development(inputs: dict, stem: Path, settings: dict) -> list[Path]:
         ),
         (knn, f"Weighted kNN accuracy\n({deep})", "Object categorisation"),
         (position, "Pearson r, held-out images\n(best layer)", "Object position"),
-    )
+        *_predictivity_panels(inputs, settings),
+    ]
+    found = pd.concat([rows for rows, _, _ in panels])
+    colours = style.method_palette(style.ordered_methods(set(found["method"])))
+    fig, axes = style.panels(1, len(panels), (4.3 * len(panels) + 0.1, 3.4), sharex=True)
     for ax, (rows, label, title) in zip(axes[0], panels, strict=True):
         style.mean_sd_lines(ax, rows, "epoch", colours, marker=".")
         ax.set_ylabel(label)
         ax.set_title(title, fontsize=9)
         style.epoch_axis(ax)
         sns.despine(ax=ax)
-    note = _note(pd.concat(found))
+    note = _note(found)
     style.method_legend(fig, colours, title=f"Method\n({note})", loc="outside right upper")
     fig.suptitle("Training trajectories (seed 003 Extended Data Fig. 11)")
     return style.save(fig, stem, *readers.formats(settings))
+
+
+def _predictivity_panels(inputs: dict, settings: dict) -> list[tuple]:
+    """One panel per region of the predictivity table: its best layer's score per epoch
+    (none without the input or without rows of the shown readout: no neural data scored)."""
+    from ssltrace.figures.neural import best_over_layers, score_metric
+
+    if "predictivity" not in inputs:
+        return []
+    metric, _, label = score_metric(settings)
+    table = tables.read(readers.input_path(inputs, "predictivity"))
+    best = best_over_layers(table, metric)
+    return [
+        (best[best["probe"] == region], f"{label}\n(best layer)", f"Neural: {region}")
+        for region in sorted(best["probe"].unique())
+    ]
 
 
 def _method_bars(ax, rows, methods: list[str], colours: dict) -> None:

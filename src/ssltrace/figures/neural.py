@@ -1,6 +1,7 @@
 """Neural predictivity and behavioural consistency figures of seed 003 (Figs. 2b-c, 4d;
 Extended Data Figs. 1, 2, 3, 8, 11), from the `predictivity` and `behaviour` study tables and
-the per-run per-neuroid score matrices.
+the study's t-test matrix files (`tables/{predictivity,behaviour}_ttests.npz`,
+`ssltrace.analysis.ttests`).
 
 A region is a table `probe` (`dataset:region`, e.g. `simulated:V1-like`: simulated data carry
 their dataset's name everywhere). The score shown is the readout named by the first entry of
@@ -173,14 +174,20 @@ def neural_best_layer_index(inputs: dict, stem: Path, settings: dict) -> list[Pa
 
 
 # ----------------------------------------------------------------------------- ED 11
+def best_over_layers(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows (method, seed, epoch, probe, value): per run, epoch and region the best layer's
+    score (the maximum over layers at that epoch)."""
+    rows = table[table["metric"] == metric]
+    best = rows.groupby(["method", "seed", "epoch", "probe"], sort=False)["value"].max()
+    return best.reset_index()
+
+
 @FIGURES.register("neural_over_epochs")
 def neural_over_epochs(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 003 Extended Data Fig. 11: each region's best-layer predictivity (the maximum over
     layers at each epoch) along training, mean ± SD over seeds per method."""
     table, metric, label = read_scores(inputs, settings)
-    rows = table[table["metric"] == metric]
-    best = rows.groupby(["method", "seed", "epoch", "probe"], sort=False)["value"].max()
-    best = best.reset_index()
+    best = best_over_layers(table, metric)
     regions = _regions(best)
     colours = style.method_palette(_methods(best))
     fig, axes = style.panels(1, len(regions), (4.2 * len(regions) + 1.2, 3.6), sharey=True)
@@ -239,36 +246,29 @@ def _behaviour_layer(data: pd.DataFrame, settings: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- ED 1 and ED 8
-def neuroid_scores(inputs: dict, settings: dict) -> dict[str, dict]:
-    """Per method: {layers, region, scores [layer, neuroid]}: the final epoch's per-neuroid
-    score of the shown readout (ceiled unless predictivity.ceiling is false), mean over seeds."""
-    metric, _, _ = score_metric(settings)
-    readout, kind = metric.rsplit("_", 1)
-    kind = "ceiled" if kind == "ceiled" else "raw"
-    found: dict[str, list] = {}
-    meta: dict[str, dict] = {}
-    for (method, _seed), path in readers.run_inputs(inputs, "scores").items():
-        arrays = readers.load_arrays(path, ["scores", "readouts", "kinds", "layers", "region"])
-        r = arrays["readouts"].tolist().index(readout)
-        k = arrays["kinds"].tolist().index(kind)
-        found.setdefault(method, []).append(arrays["scores"][-1, k, r])
-        meta[method] = {"layers": arrays["layers"].astype(str), "region": arrays["region"]}
-    out = {}
-    for method, stacks in found.items():
-        with np.errstate(invalid="ignore"):
-            out[method] = {**meta[method], "scores": np.nanmean(np.stack(stacks), axis=0)}
-    return out
+def read_ttests(inputs: dict, axes: list[str]) -> dict[str, np.ndarray]:
+    """`t`, `p`, `methods` and the `axes` labels of the study's t-test matrix file (input
+    `ttests`, written by `ssltrace ttests`)."""
+    path = readers.input_path(inputs, "ttests")
+    return readers.load_arrays(path, ["t", "p", "methods", *axes])
 
 
-def best_layer_neuroids(per_method: dict[str, dict], region: str) -> dict[str, np.ndarray]:
-    """Per method: the per-neuroid scores of `region` at its best layer (highest median)."""
-    out = {}
-    for method, found in per_method.items():
-        member = found["region"].astype(str) == region
-        scores = found["scores"][:, member]
-        medians = np.nanmedian(np.where(np.isfinite(scores), scores, np.nan), axis=1)
-        out[method] = scores[int(np.nanargmax(medians))]
-    return out
+def _legend_order(found: dict) -> tuple[list[str], np.ndarray]:
+    """Methods in legend order and their positions in the file's (sorted) method axis."""
+    names = found["methods"].astype(str).tolist()
+    order = style.ordered_methods(names)
+    return order, np.array([names.index(m) for m in order])
+
+
+def _cell(found: dict, key: str, index: tuple, pick: np.ndarray) -> np.ndarray:
+    return found[key][index][np.ix_(pick, pick)]
+
+
+def _index(found: dict, key: str, value: str) -> int:
+    values = found[key].astype(str).tolist()
+    if value not in values:
+        raise ValueError(f"t-test file has no {key[:-1]} {value!r}; it has {values}")
+    return values.index(value)
 
 
 def _pvalue_panel(ax, names: list[str], p: np.ndarray, t: np.ndarray, title: str):
@@ -303,18 +303,21 @@ def _pvalue_panel(ax, names: list[str], p: np.ndarray, t: np.ndarray, title: str
 def neural_ttests(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 003 Extended Data Fig. 1: paired two-tailed t-tests between methods over the
     neuroids of each region (each method at its best layer, final epoch, neuroid scores
-    averaged over seeds); cell (i, j): p, with + when method i exceeds j."""
-    from ssltrace.analysis.predictivity import ttest_matrix
-
-    per_method = neuroid_scores(inputs, settings)
-    methods = style.ordered_methods(per_method)
-    regions = sorted(set(next(iter(per_method.values()))["region"].astype(str)))
+    averaged over seeds), read from the study's `predictivity_ttests` file
+    (`ssltrace.analysis.ttests.neural_ttests`); cell (i, j): p, with + when method i exceeds j.
+    """
+    found = read_ttests(inputs, ["readouts", "kinds", "regions"])
+    metric, _, _ = score_metric(settings)
+    readout, kind = metric.rsplit("_", 1)
+    r = _index(found, "readouts", readout)
+    k = _index(found, "kinds", "ceiled" if kind == "ceiled" else "raw")
+    methods, pick = _legend_order(found)
+    regions = found["regions"].astype(str).tolist()
     size = 1.0 + 0.55 * len(methods)
     fig, axes = style.panels(1, len(regions), (size * len(regions) + 1.0, size))
-    for ax, region in zip(axes[0], regions, strict=True):
-        samples = best_layer_neuroids(per_method, region)
-        names, t, p = ttest_matrix({m: samples[m] for m in methods}, paired=True)
-        image = _pvalue_panel(ax, names, p, t, region)
+    for g, (ax, region) in enumerate(zip(axes[0], regions, strict=True)):
+        t, p = (_cell(found, key, (r, k, g), pick) for key in ("t", "p"))
+        image = _pvalue_panel(ax, methods, p, t, region)
     fig.colorbar(image, ax=axes[0, -1], label="−log10 p", shrink=0.8)
     fig.suptitle("Paired t-tests over neuroids between methods (seed 003 ED Fig. 1)")
     return style.save(fig, stem, *readers.formats(settings))
@@ -323,24 +326,20 @@ def neural_ttests(inputs: dict, stem: Path, settings: dict) -> list[Path]:
 @FIGURES.register("behaviour_ttests")
 def behaviour_ttests(inputs: dict, stem: Path, settings: dict) -> list[Path]:
     """Seed 003 Extended Data Fig. 8: unpaired two-tailed t-tests between methods over seeds
-    of the behavioural consistency (final epoch); a method with one seed has no test (grey)."""
-    from ssltrace.analysis.predictivity import ttest_matrix
-
-    data = final_epoch(readers.read_metrics(inputs, [CONSISTENCY]))
-    data = data[data["layer"] == _behaviour_layer(data, settings)]
-    sets, methods = _regions(data), _methods(data)
+    of the behavioural consistency (final epoch) at the behaviour layer, read from the
+    study's `behaviour_ttests` file (`ssltrace.analysis.ttests.behaviour_ttests`); a method
+    with one seed has no test (grey)."""
+    found = read_ttests(inputs, ["layers", "probes"])
+    layers = found["layers"].astype(str).tolist()
+    rows = pd.DataFrame({"layer": layers})
+    layer = layers.index(_behaviour_layer(rows, settings))
+    methods, pick = _legend_order(found)
+    sets = found["probes"].astype(str).tolist()
     size = 1.0 + 0.55 * len(methods)
     fig, axes = style.panels(1, len(sets), (size * len(sets) + 1.0, size))
-    for ax, name in zip(axes[0], sets, strict=True):
-        rows = data[data["probe"] == name]
-        samples = {m: rows[rows["method"] == m]["value"].to_numpy() for m in methods}
-        with np.errstate(invalid="ignore", divide="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                names, t, p = ttest_matrix(samples, paired=False)
-        image = _pvalue_panel(ax, names, p, t, name)
+    for b, (ax, name) in enumerate(zip(axes[0], sets, strict=True)):
+        t, p = (_cell(found, key, (b, layer), pick) for key in ("t", "p"))
+        image = _pvalue_panel(ax, methods, p, t, name)
     fig.colorbar(image, ax=axes[0, -1], label="−log10 p", shrink=0.8)
     fig.suptitle("Unpaired t-tests over seeds, behavioural consistency (seed 003 ED Fig. 8)")
     return style.save(fig, stem, *readers.formats(settings))

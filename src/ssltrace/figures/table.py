@@ -8,6 +8,8 @@ the config settings it labels. Input specs:
     table ANALYSIS           the study table tables/ANALYSIS.tsv (role as given)
     runs ANALYSIS/ARRAY      that analysis's matrix file of every run (ROLE:METHOD:SEED)
     runs train_log           every run's training log (ROLE:METHOD:SEED)
+    study ANALYSIS/ARRAY     the study matrix file tables/ANALYSIS_ARRAY.npz (e.g. the t-tests
+                             between methods, ssltrace.analysis.ttests)
 """
 
 from __future__ import annotations
@@ -62,12 +64,15 @@ def parse_input(spec: str) -> FigureInput:
     if kind == "runs" and what == "train_log":
         return FigureInput(True, layout.TRAIN_LOG, None)
     analysis, _, array = what.partition("/")
+    if kind == "study" and analysis and array:
+        pattern = layout.fill(layout.STUDY_ARRAYS, analysis=analysis, array=array)
+        return FigureInput(False, pattern, analysis)
     if kind == "runs" and analysis and array:
         pattern = layout.fill(layout.METRIC_ARRAYS, analysis=analysis, array=array)
         return FigureInput(True, pattern, analysis)
     raise ValueError(
-        f"figure input {spec!r}: expected 'table ANALYSIS', 'runs ANALYSIS/ARRAY' or "
-        "'runs train_log'"
+        f"figure input {spec!r}: expected 'table ANALYSIS', 'runs ANALYSIS/ARRAY', "
+        "'study ANALYSIS/ARRAY' or 'runs train_log'"
     )
 
 
