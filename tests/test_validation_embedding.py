@@ -16,8 +16,9 @@ binomial standard errors of the untrained accuracy (0.014-0.017 here), not a tun
 Regime, chosen for about 50 CPU seconds for all four on one thread (measured on this 2-core
 AMD EPYC, torch CPU, shared by 6 agents; the numbers below are untrained -> trained NCC with
 training seeds 0 / 1 / 2, the test runs seed 0):
-- one torch thread: on a shared 2-core machine two threads spin on each other (an IR step ran
-  at 54 images per CPU second with 2 threads, 944 with 1);
+- one torch thread: with 2 xdist workers on 2 cores, a second thread per worker only adds
+  CPU (an IR step: 890-940 images per CPU second with 1 thread, 570 with 2 and
+  OMP_WAIT_POLICY=PASSIVE as tests/conftest.py sets it, 54 with 2 spinning threads);
 - batch 32, Adam 3e-3 at a constant rate after a 1-epoch warm-up. A cosine schedule decays
   to 0 by the last epochs, where DeepCluster's freshly drawn top layer then cannot learn the
   new clusters (its loss stayed at chance, log k); batch 32 gives 18 steps between two
@@ -58,10 +59,11 @@ from ssltrace.analysis.neighbours import weighted_knn_accuracy
 from ssltrace.config import defaults
 from ssltrace.data import prepare_dataset
 from ssltrace.extract import activations
-from ssltrace.io import load_npz
+from ssltrace.io import load_npz, read_json, write_json
 from ssltrace.network import load_network
 from ssltrace.splits import write_probe, write_split
 from ssltrace.training import train_run
+from tests import shared
 
 pytestmark = pytest.mark.slow
 
@@ -129,9 +131,8 @@ def _accuracies(checkpoint: Path, probe: dict) -> dict[str, float]:
     return {"knn": knn, "ncc": ncc}
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> dict[str, dict]:
-    root = tmp_path_factory.mktemp("embedding")
+def _build(root: Path) -> None:
+    """Train the four methods and write their loss curves and accuracies to results.json."""
     data, split, probe_path = root / "synthetic.npz", root / "split.json", root / "known.npz"
     prepare_dataset("synthetic", root, data, train_per_class=60, test_per_class=60)
     write_split(data, split, n_known=2, n_novel=2, seed=0)
@@ -141,12 +142,20 @@ def study(tmp_path_factory) -> dict[str, dict]:
     for method, (epochs, _, _) in METHODS.items():
         train_run(_run(method), data, split, root / method, log=lambda _line: None)
         ckpts = root / method / "checkpoints"
+        log = pd.read_csv(root / method / "train_log.tsv", sep="\t")
         out[method] = {
-            "log": pd.read_csv(root / method / "train_log.tsv", sep="\t"),
+            "loss": log["loss"].tolist(),
             "untrained": _accuracies(ckpts / "epoch_000.pt", probe),
             "trained": _accuracies(ckpts / f"epoch_{epochs:03d}.pt", probe),
             "n_test": int((probe["part"] == 1).sum()),
         }
+    write_json(root / "results.json", out)
+
+
+@pytest.fixture(scope="module")
+def study() -> dict[str, dict]:
+    # Built once per test run, whichever xdist worker needs it first (tests/shared.py).
+    out = read_json(shared.build_once("embedding_validation", _build) / "results.json")
     print({m: (r["untrained"], r["trained"]) for m, r in out.items()})
     return out
 
@@ -155,7 +164,7 @@ def study(tmp_path_factory) -> dict[str, dict]:
 def test_loss_falls(study, method):
     """The epoch-mean loss of the method's own objective falls from its first to its last
     epoch. For LA that objective starts after the IR epochs (before, the loss is IR's)."""
-    loss = study[method]["log"]["loss"].to_numpy()
+    loss = np.array(study[method]["loss"])
     first = LA_IR_EPOCHS if method == "local_aggregation" else 0
     assert loss[-1] < loss[first], loss
 
@@ -163,7 +172,7 @@ def test_loss_falls(study, method):
 def test_deepcluster_classifier_beats_chance(study):
     """DeepCluster's loss is a cross-entropy on k = 20 fresh clusters each epoch: after
     training its top layer predicts them better than chance (log k)."""
-    loss = study["deepcluster"]["log"]["loss"].to_numpy()
+    loss = np.array(study["deepcluster"]["loss"])
     assert loss[-1] < math.log(METHODS["deepcluster"][1]["k"]) - 0.2, loss
 
 

@@ -22,10 +22,11 @@ import torch
 from ssltrace.augment import Augmenter
 from ssltrace.config import defaults
 from ssltrace.data import prepare_dataset
-from ssltrace.io import load_npz, read_json, torch_load
+from ssltrace.io import load_npz, read_json, torch_load, write_json
 from ssltrace.network import build_network
 from ssltrace.splits import write_split
 from ssltrace.training import train_run
+from tests import shared
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +76,8 @@ def _accuracy(checkpoint: Path, images: torch.Tensor, labels: np.ndarray) -> flo
     return float((predicted == labels).mean())
 
 
-@pytest.fixture(scope="module")
-def accuracy(tmp_path_factory) -> dict[str, float]:
-    root = tmp_path_factory.mktemp("semisup")
+def _build(root: Path) -> None:
+    """Train the three methods; write their test accuracies to accuracy.json."""
     data, split = root / "synthetic.npz", root / "split.json"
     prepare_dataset("synthetic", root, data, train_per_class=60, test_per_class=30)
     write_split(data, split, n_known=4, n_novel=4, seed=0)
@@ -92,6 +92,13 @@ def accuracy(tmp_path_factory) -> dict[str, float]:
         train_run(_run(method), data, split, root / method, log=lambda _line: None)
         checkpoint = root / method / "checkpoints" / f"epoch_{EPOCHS:03d}.pt"
         out[method] = _accuracy(checkpoint, images, labels)
+    write_json(root / "accuracy.json", out)
+
+
+@pytest.fixture(scope="module")
+def accuracy() -> dict[str, float]:
+    # Built once per test run, whichever xdist worker needs it first (tests/shared.py).
+    out = read_json(shared.build_once("semisup_validation", _build) / "accuracy.json")
     print("fine-class test accuracy with 10 % labels:", out)
     return out
 
