@@ -77,7 +77,6 @@ TRAIN = {
     "threads": 1,
 }
 LA_IR_EPOCHS = 6
-# method: (epochs, method_params, augmentation overrides)
 # Wu et al.'s augmentation (lemniscate.pytorch's CIFAR transform).
 WU_AUGMENT = {
     "crop_scale": [0.2, 1.0],
@@ -88,6 +87,7 @@ WU_AUGMENT = {
     "hue": 0.4,
     "grayscale_p": 0.2,
 }
+# method: (epochs, method_params, augmentation overrides)
 METHODS = {
     "instance_recognition": (16, {"linear_head": True}, WU_AUGMENT),
     "local_aggregation": (
