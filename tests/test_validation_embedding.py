@@ -35,13 +35,16 @@ training seeds 0 / 1 / 2, the test runs seed 0):
   0.215 -> 0.292;
 - CMC without random greyscale, as config.yaml (it blanks the ab view), 12 epochs:
   0.137 -> 0.285 / 0.125 -> 0.288 / 0.157 -> 0.225;
-- Local Aggregation: kmeans_k = 20, background_k = 300, 3 clusterings, 6 IR epochs of 14
-  (after 4 the bank is still nearly random and LA clusters noise). Its loss falls with every
-  seed, but the accuracy rose with seed 0 only (0.138 -> 0.218, then 0.125 -> 0.120 and
-  0.118 -> 0.113); with IR's linear head and augmentation 0.138 -> 0.188 and
-  0.118 -> 0.132, and its loss no longer fell; with them and 10 IR epochs of 16,
-  0.138 -> 0.222, 0.125 -> 0.203, 0.118 -> 0.105. Its accuracy test is an expected failure,
-  not strict, because it passes with seed 0 on this machine by the luck of one seed.
+- Local Aggregation as IR above (linear head, Wu et al.'s augmentation), 8 IR epochs then 8
+  LA epochs, background_k and kmeans_k the study's defaults scaled to 600 images (600 = the
+  whole bank, 5 clusters; 10 clusterings): 0.138 -> 0.252 / 0.125 -> 0.190 / 0.118 -> 0.187.
+  That is what IR alone reaches in 16 epochs (0.248 / 0.213 / 0.187): in this short run LA's
+  epochs keep what the IR initialisation learned but do not add to it. Regimes that failed:
+  the project's MLP head and the seed000 jitter (kmeans_k 20, background_k 300, 3
+  clusterings, 6 IR epochs of 14): 0.138 -> 0.218 with seed 0 but 0.125 -> 0.120 and
+  0.118 -> 0.113; IR's head and augmentation with those sizes: 0.138 -> 0.188 and
+  0.118 -> 0.132 (6 IR epochs), 0.138 -> 0.222, 0.125 -> 0.203, 0.118 -> 0.105 (10 IR
+  epochs of 16); after only 4 IR epochs the bank is still nearly random and LA clusters noise.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ TRAIN = {
     "compile": False,
     "threads": 1,
 }
-LA_IR_EPOCHS = 6
+LA_IR_EPOCHS = 8
 # Wu et al.'s augmentation (lemniscate.pytorch's CIFAR transform).
 WU_AUGMENT = {
     "crop_scale": [0.2, 1.0],
@@ -90,22 +93,14 @@ WU_AUGMENT = {
 # method: (epochs, method_params, augmentation overrides)
 METHODS = {
     "instance_recognition": (16, {"linear_head": True}, WU_AUGMENT),
-    "local_aggregation": (
-        14,
-        {"ir_epochs": LA_IR_EPOCHS, "kmeans_k": 20, "background_k": 300, "n_kmeans": 3},
-        {},
-    ),
+    # IR's head and augmentation; background_k and kmeans_k null: the study's scaled defaults.
+    "local_aggregation": (16, {"linear_head": True, "ir_epochs": LA_IR_EPOCHS}, WU_AUGMENT),
     "deepcluster": (12, {"k": 20, "pca_dim": 32}, {}),
     "cmc": (12, {}, {"grayscale_p": 0.0}),
 }
 PROBE = {"train_per_class": 30, "test_per_class": 60, "seed": 0}
 KNN = {"k": 20, "temperature": 0.07, "device": "cpu"}
 MARGIN_SE = 3  # the trained accuracy must exceed the untrained one by this many SE
-LA_NOT_REPRODUCIBLE = pytest.mark.xfail(
-    reason="LA's fine-class NCC rises with training seed 0 only (0.138 -> 0.218; seeds 1, 2: "
-    "0.125 -> 0.120, 0.118 -> 0.113) in a CPU-minute run; see the module docstring",
-    strict=False,
-)
 
 
 def _run(method: str) -> dict:
@@ -162,11 +157,16 @@ def study() -> dict[str, dict]:
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_loss_falls(study, method):
-    """The epoch-mean loss of the method's own objective falls from its first to its last
-    epoch. For LA that objective starts after the IR epochs (before, the loss is IR's)."""
+    """The epoch-mean loss of the method's own objective is lower over the second half of its
+    epochs than over the first. Halves, not the first and last epoch: LA's and DeepCluster's
+    targets are redrawn every epoch (LA's loss went 0.558 -> 0.586 from its first to its last
+    epoch with seed 2, yet 0.600 -> 0.547 by halves); for LA the objective starts after the
+    IR epochs (before, the loss is IR's)."""
     loss = np.array(study[method]["loss"])
-    first = LA_IR_EPOCHS if method == "local_aggregation" else 0
-    assert loss[-1] < loss[first], loss
+    if method == "local_aggregation":
+        loss = loss[LA_IR_EPOCHS:]
+    half = len(loss) // 2
+    assert loss[half:].mean() < loss[:half].mean(), loss
 
 
 def test_deepcluster_classifier_beats_chance(study):
@@ -176,20 +176,12 @@ def test_deepcluster_classifier_beats_chance(study):
     assert loss[-1] < math.log(METHODS["deepcluster"][1]["k"]) - 0.2, loss
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        "instance_recognition",
-        pytest.param("local_aggregation", marks=LA_NOT_REPRODUCIBLE),
-        "deepcluster",
-        "cmc",
-    ],
-)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_fine_class_ncc_accuracy_rises_above_untrained(study, method):
     """Nearest-class-centre accuracy of the trained network on held-out images of the known
-    fine classes exceeds the untrained network's by MARGIN_SE binomial standard errors. (The
-    weighted kNN accuracy, printed alongside, rose too but with a smaller margin for IR with
-    seed 2: 0.180 -> 0.213.)"""
+    fine classes exceeds the untrained network's by MARGIN_SE binomial standard errors. The
+    weighted kNN accuracy, printed alongside, is not asserted: it rose less reliably (IR with
+    seed 2: 0.180 -> 0.213; LA with seeds 1, 2: 0.148 -> 0.158, 0.180 -> 0.168)."""
     result = study[method]
     before, after = result["untrained"]["ncc"], result["trained"]["ncc"]
     se = np.sqrt(before * (1 - before) / result["n_test"])
