@@ -31,7 +31,7 @@ PACKAGE = Path(config.__file__).parent
 LAYERS = [
     {"__init__", "registry", "io", "layout", "store", "tables", "device", "distributed"},
     {"config"},
-    {"data", "models", "losses", "augment", "analysis", "kmeans", "projection"},
+    {"data", "models", "losses", "augment", "analysis", "kmeans", "projection", "reduction"},
     {"methods", "splits", "probesets"},
     {"network"},
     {"training", "extract", "targets"},
