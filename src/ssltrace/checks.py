@@ -20,6 +20,7 @@ def check(cfg: dict) -> None:
     from ssltrace.methods import METHODS
 
     _check_name(cfg["dataset"]["name"], DATASETS, "dataset.name")
+    _check_dataset_options(cfg)
     _check_name(cfg["human"]["name"], HUMAN_SETS, "human.name")
     for name, settings in cfg["method_settings"].items():
         if "method" in settings:
@@ -538,3 +539,15 @@ def _check_chosen_epochs(cfg: dict) -> None:
                 f"config key '{section}.epochs': epoch {missing[0]} is not analysed in any run "
                 f"(extract.epochs); analysed: {', '.join(map(str, sorted(analysed)))}"
             )
+
+
+def _check_dataset_options(cfg: dict) -> None:
+    """A folder dataset's folders, class lists and coarse map are read now, before any job:
+    a folder without images, a class missing from a split or the coarse map, or an
+    inconsistent image_size / load_size each stop `snakemake -n` with the key named."""
+    try:
+        study.dataset(cfg)
+    except ValueError as exc:  # DataFormatError is one; messages name dataset.options.<key>
+        raise ConfigError(f"config key 'dataset.options': {exc}") from None
+    except TypeError as exc:  # an option the source does not take
+        raise ConfigError(f"config key 'dataset.options': {exc}") from None

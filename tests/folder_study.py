@@ -1,0 +1,86 @@
+"""A tiny generated image folder and a study config that runs the whole DAG on it at 224 px.
+
+Shared by tests/test_data_folder.py (datasets, loader, probes) and test_folder_workflow.py
+(the DAG); a multi-process (DDP) variant can reuse `folder_config` with its own train keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("apple", "bike", "cloud", "dune")
+COARSE = {"apple": "natural", "bike": "artificial", "cloud": "natural", "dune": "sky"}
+SIDES = (64, 96, 128, 160, 224)  # sizes 64..224 px, non-square in the second variant
+
+
+def _image(rng: np.random.Generator, label: int, height: int, width: int) -> np.ndarray:
+    """A class-coloured gradient with stripes whose orientation depends on the class, so a
+    network can learn the classes (RGB uint8 [height, width, 3])."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    angle = np.pi * label / len(CLASSES)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * 6 * (x * np.cos(angle) + y * np.sin(angle)))
+    base = np.array([(label * 70) % 256, 255 - label * 50, 60 + label * 40], np.float64)
+    image = base * (0.4 + 0.6 * stripes[..., None]) + rng.normal(0, 12, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_image_folder(
+    root: Path,
+    train_per_class: int = 6,
+    test_per_class: int = 3,
+    seed: int = 0,
+    corrupt: bool = False,
+    fmt: str = "JPEG",
+) -> Path:
+    """<root>/train/<class>/*.jpg and <root>/val/<class>/*.jpg of CLASSES, sides 64..224 px;
+    with `corrupt`, one training JPEG of the first class is truncated (undecodable)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
+    for split, n in (("train", train_per_class), ("val", test_per_class)):
+        for label, name in enumerate(CLASSES):
+            folder = Path(root) / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h = int(SIDES[(i + label) % len(SIDES)])
+                w = int(SIDES[(i + 2 * label + 1) % len(SIDES)])
+                Image.fromarray(_image(rng, label, h, w)).save(folder / f"{name}_{i:03d}.{ext}")
+    if corrupt:
+        bad = Path(root) / "train" / CLASSES[0] / f"{CLASSES[0]}_000.{ext}"
+        bad.write_bytes(bad.read_bytes()[:200])
+    return Path(root)
+
+
+def write_coarse_map(path: Path, mapping: dict[str, str] | None = None) -> Path:
+    mapping = COARSE if mapping is None else mapping
+    Path(path).write_text("".join(f"{k}\t{v}\n" for k, v in mapping.items()))
+    return Path(path)
+
+
+def folder_config(root: Path, results: Path, coarse_map: Path | None = None, **train) -> dict:
+    """A config (for `snakemake --configfile`) running the DAG on the image folder at 224 px
+    on the CPU: two methods, one seed, 2 epochs, tiny probes."""
+    options = {"root": str(root), "image_size": 224, "load_size": 240}
+    if coarse_map is not None:
+        options["coarse_map"] = str(coarse_map)
+    return {
+        "results_dir": str(results),
+        "dataset": {"name": "imagefolder", "options": options},
+        "architecture": {"name": "resnet18_imagenet", "params": {"width": 8}},
+        "methods": ["simclr", "supervised"],
+        "seeds": [0],
+        "split": {"n_known": 1, "n_novel": 2, "seed": 0},
+        "train": {
+            "epochs": 2,
+            "batch_size": 8,
+            "device": "cpu",
+            "deterministic": True,
+            "threads": 1,
+            "loader_workers": 0,
+            **train,
+        },
+        "augment": {"size": 224},
+    }
