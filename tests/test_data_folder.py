@@ -87,7 +87,8 @@ def test_decode_square_resizes_the_short_side_and_crops_the_centre(tmp_path):
     # the same as torchvision's Resize(short side) + CenterCrop on the decoded tensor
     from torchvision.transforms import v2
 
-    expected = v2.Compose([v2.Resize(50, antialias=True), v2.CenterCrop(50)])(
+    bicubic = v2.InterpolationMode.BICUBIC
+    expected = v2.Compose([v2.CenterCrop(100), v2.Resize(50, bicubic, antialias=True)])(
         torch.from_numpy(image).permute(2, 0, 1)
     )
     assert torch.equal(out.permute(2, 0, 1), expected)
@@ -250,3 +251,51 @@ def test_imagenet_checksums_are_torchvisions():
 
     ours = {a.filename: a.md5 for a in ARCHIVES}
     assert ours == {name: md5 for name, md5 in ARCHIVE_META.values()}
+
+
+# ----------------------------------------------------------------------------- probe sets
+def test_probe_sets_decode_the_chosen_files_at_image_size(tmp_path, folder):
+    from ssltrace.splits import write_probe, write_split
+
+    out = tmp_path / "ds.npz"
+    cmap = write_coarse_map(tmp_path / "m.tsv")
+    prepare_dataset(
+        "imagefolder",
+        tmp_path,
+        out,
+        root=str(folder),
+        image_size=32,
+        load_size=48,
+        coarse_map=str(cmap),
+    )
+    write_split(out, tmp_path / "split.json", 1, 2, 0)
+    write_probe(
+        "novel",
+        out,
+        tmp_path / "split.json",
+        tmp_path / "novel.npz",
+        images_per_class=2,
+        source="test",
+        seed=0,
+    )
+    probe = io.load_npz(tmp_path / "novel.npz")
+    data = io.load_npz(out)
+    assert probe["images"].dtype == np.uint8 and probe["images"].shape[1:] == (32, 32, 3)
+    for image, index in zip(probe["images"], probe["source_index"], strict=True):
+        np.testing.assert_array_equal(image, decode_square(folder / data["test_files"][index], 32))
+
+
+def test_sample_probe_from_a_folder_equals_the_fully_decoded_one(tmp_path, folder):
+    from ssltrace.splits import sample_probe
+
+    out = tmp_path / "ds.npz"
+    prepare_dataset("imagefolder", tmp_path, out, root=str(folder), image_size=32, load_size=32)
+    lazy = with_lazy_images(io.load_npz(out))
+    eager = {k: np.asarray(v) for k, v in lazy.items()}
+    split = {"known_fine": [0, 2]}
+    augment = {"preset": "seed000"}
+    a = sample_probe(lazy, split, n_images=4, k_train=2, k_test=1, seed=3, augment=augment)
+    b = sample_probe(eager, split, n_images=4, k_train=2, k_test=1, seed=3, augment=augment)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])

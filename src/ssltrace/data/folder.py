@@ -5,10 +5,10 @@ A folder dataset is too big to hold as pixels, so its dataset file (docs/ARCHITE
 each split relative to it, their labels, and the two sides images are decoded to:
 
 - `image_size`: the side of the probe images (splits / probesets decode the chosen files at
-  it: the short side resized to it with antialiasing, then a centre crop) and of the network
+  it: the centre square, resized to it, bicubic with antialiasing) and of the network
   input (the augmentation's `size`).
 - `load_size` (>= image_size): the side of the square that the training loader decodes each
-  image to (short side resized, centre crop) before the random resized crop on the device
+  image to (centre square, resized) before the random resized crop on the device
   cuts a crop of it and resizes that to `augment.size`. A larger load_size keeps more of the
   image for the crop to sample from (ImageNet practice resizes to 256 and evaluates the
   central 224); a smaller one means less to decode and move per image.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -220,16 +221,23 @@ def cached_listing(s: FolderSettings) -> Listing:
 
 # ----------------------------------------------------------------------------- decoding
 def decode_square(path: str | Path, side: int):
-    """uint8 tensor [side, side, 3]: the image decoded as RGB (torchvision.io), its short side
-    resized to `side` (bilinear, antialiased) and the centre square cut out."""
+    """uint8 tensor [side, side, 3]: the image decoded as RGB (torchvision.io), its centre
+    square cut out and resized to `side` (bicubic, antialiased): the geometry and filter of the
+    neural stimulus images (ssltrace.data.stimuli.load_image), so a probe image of a folder
+    dataset is made as a stimulus image is. Equivalent to resizing the short side and then
+    cropping the centre."""
     import torch
     from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
     data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-    image = decode_image(data, mode=ImageReadMode.RGB)  # [3, H, W]
-    image = F.resize(image, side, antialias=True)  # short side -> side
-    image = F.center_crop(image, [side, side])
+    with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec; still supported
+        warnings.simplefilter("ignore", DeprecationWarning)
+        image = decode_image(data, mode=ImageReadMode.RGB)  # [3, H, W]
+    short = min(image.shape[-2:])
+    image = F.center_crop(image, [short, short])
+    image = F.resize(image, [side, side], InterpolationMode.BICUBIC, antialias=True)
     return image.permute(1, 2, 0).contiguous()
 
 

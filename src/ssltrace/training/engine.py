@@ -79,8 +79,8 @@ def train_run(
     check_complete(run)
     if Path(split_path).is_file():  # a flipped digit is still valid JSON: another split
         io.check_digest(split_path)
-    data = load_training_set(dataset_path, split_path)
     train = run["train"]
+    data = load_training_set(dataset_path, split_path, train["loader_workers"])
     device = resolve_device(train["device"])
     if METHODS.get(run["method"]).trains and len(data.images) < train["batch_size"]:
         raise ValueError(
@@ -321,7 +321,7 @@ class Trainer:
         return f"{bad[first]}{more}"
 
     def _train_epochs(self, first: int, last: int, on_step: StepHook | None) -> None:
-        images = torch.from_numpy(self.data.images).to(self.device)  # speed: data on device
+        images = self.data.device_images(self.device)  # speed: data on device (folder: lazy)
         labels = torch.from_numpy(self.labels).to(self.device)
         depth = None
         if self.method.needs_depth:  # float32 on the device, gathered per batch as the images
@@ -379,23 +379,23 @@ class Trainer:
         if order is None:
             permutation = torch.Generator().manual_seed(perm_seed)
             order = torch.randperm(len(images), generator=permutation)
-        order = order.to(self.device, non_blocking=True)
+        order = order[: self.steps_per_epoch * batch].to(self.device, non_blocking=True)
         aug_generator = torch.Generator(device=self.device).manual_seed(aug_seed)
         total_steps = max(1, self.epochs * self.steps_per_epoch)
         sums = torch.zeros(len(PARTS), device=self.device)
         memory_format = (
             torch.channels_last if self.train["channels_last"] else torch.contiguous_format
         )
-        for step in range(self.steps_per_epoch):
+        # In-memory sets gather batches on the device; folder sets stream them from disk.
+        for step, (index, x) in enumerate(self.data.batches(order, batch, self.device)):
             global_step = (epoch - 1) * self.steps_per_epoch + step
-            index = order[step * batch : (step + 1) * batch]
             # speed: batched augmentation on the device, no per-sample Python work.
             extra = {}
             if depth is None:
-                views = augmenter.views(images[index], method.n_views, aug_generator)
+                views = augmenter.views(x, method.n_views, aug_generator)
             else:  # each view's depth map cropped and mirrored as its image
                 views, extra["depth"] = augmenter.views_with_maps(
-                    images[index], depth[index], method.n_views, aug_generator
+                    x, depth[index], method.n_views, aug_generator
                 )
             views = [v.contiguous(memory_format=memory_format) for v in views]
             lr = self.schedule(global_step)
