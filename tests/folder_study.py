@@ -60,27 +60,32 @@ def write_coarse_map(path: Path, mapping: dict[str, str] | None = None) -> Path:
     return Path(path)
 
 
-def folder_config(root: Path, results: Path, coarse_map: Path | None = None, **train) -> dict:
-    """A config (for `snakemake --configfile`) running the DAG on the image folder at 224 px
-    on the CPU: two methods, one seed, 2 epochs, tiny probes."""
+def folder_config(root: Path, coarse_map: Path | None = None, **top_level) -> dict:
+    """The tiny study (tests/tiny_study.py: config.yaml + presets/ci.yaml + TINY) on the image
+    folder at 224-px input: ImageNet-stem ResNet-18, two methods, one seed, 2 epochs, tiny
+    probes, on the CPU; `top_level` overrides (e.g. a multi-process `train`) merge last."""
+    from ssltrace import config as sslconfig
+    from tests.tiny_study import tiny_config
+
     options = {"root": str(root), "image_size": 224, "load_size": 240}
     if coarse_map is not None:
         options["coarse_map"] = str(coarse_map)
-    return {
-        "results_dir": str(results),
+    folder = {
         "dataset": {"name": "imagefolder", "options": options},
-        "architecture": {"name": "resnet18_imagenet", "params": {"width": 8}},
+        "architecture": {"name": "resnet18_imagenet"},
         "methods": ["simclr", "supervised"],
-        "seeds": [0],
-        "split": {"n_known": 1, "n_novel": 2, "seed": 0},
-        "train": {
-            "epochs": 2,
-            "batch_size": 8,
-            "device": "cpu",
-            "deterministic": True,
-            "threads": 1,
-            "loader_workers": 0,
-            **train,
-        },
+        "split": {"seed": 0, "n_known": 1, "n_novel": 2},
+        "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "loader_workers": 1},
         "augment": {"size": 224},
+        "fewshot": {"shots": 2, "trials": 5},
+        "neighbours": {"k": 2, "ranked_points": 4, "quality_neighbours": 3},
+        "probes": {
+            "novel": {"images_per_class": 3, "source": "test"},
+            "rdm": {"n_images": 6},
+            "known": {"train_per_class": 4, "test_per_class": 2},
+            "sample": {"n_images": 4, "k_train": 2, "k_test": 1},
+        },
     }
+    cfg = sslconfig.deep_merge(tiny_config(), folder)
+    cfg["dataset"] = folder["dataset"]  # the synthetic set's options do not apply
+    return sslconfig.deep_merge(cfg, top_level)

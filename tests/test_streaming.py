@@ -23,8 +23,8 @@ def folder_files(tmp_path_factory):
     return tmp / "ds.npz", tmp / "split.json", root
 
 
-def _expected(data: FolderTrainingSet, index) -> torch.Tensor:
-    return torch.stack([decode_square(data.root / data.files[i], 40) for i in index.tolist()])
+def _expected(data: FolderTrainingSet, index, side: int = 40) -> torch.Tensor:
+    return torch.stack([decode_square(data.root / data.files[i], side) for i in index.tolist()])
 
 
 def test_folder_training_set_keeps_known_classes(folder_files):
@@ -55,8 +55,8 @@ def test_device_images_index_like_a_tensor(folder_files):
     images = data.device_images(torch.device("cpu"))
     assert isinstance(images, FolderImages) and len(images) == 10
     rows = torch.tensor([7, 2])
-    assert torch.equal(images[rows], _expected(data, rows))
-    assert torch.equal(images[3:5], _expected(data, torch.arange(3, 5)))
+    assert torch.equal(images[rows], _expected(data, rows, 32))  # at image_size
+    assert torch.equal(images[3:5], _expected(data, torch.arange(3, 5), 32))
 
 
 def test_digest_names_files_sizes_and_labels(folder_files):

@@ -116,14 +116,16 @@ def default_groups(dataset_name: str, coarse_names) -> dict[str, list[str]]:
 
     CIFAR-100 uses the people / animals / vehicles / plants-scenes grouping of
     `ssltrace.probesets.CIFAR100_GROUPS`; any other dataset's coarse classes are dealt into
-    four groups in order, which keeps the analysis path identical on the synthetic data.
+    four groups in order (as many as there are coarse classes, when fewer), which keeps the
+    analysis path identical on the synthetic data.
     """
     from ssltrace.probesets import CIFAR100_GROUPS
 
     if dataset_name == "cifar100":
         return CIFAR100_GROUPS
     names = [str(n) for n in coarse_names]
-    return {f"group{g + 1}": names[g::4] for g in range(4)}
+    groups = min(4, len(names))  # an image folder may have fewer than four coarse classes
+    return {f"group{g + 1}": names[g::groups] for g in range(groups)}
 
 
 def rdm_probe(dataset: dict, groups: dict, n_images: int, seed: int) -> dict:

@@ -1,9 +1,10 @@
 """Training images streamed from disk, for folder datasets (ImageNet does not fit in memory).
 
 `FolderTrainingSet` is the folder counterpart of `TrainingSet` (ssltrace.training.data): the
-engine asks either for `device_images(device)` (what the methods' whole-set passes index:
-DeepCluster's features, colorization's colour bins) and for `batches(order, batch_size,
-device)`, the (index, uint8 images [B, S, S, 3] on the device) of each full batch of `order`.
+engine asks for `device_images(device)` (what the methods' whole-set passes index:
+DeepCluster's features, colorization's colour bins; decoded at image_size) and for
+`batches(order, batch_size, device)`, the (index, uint8 images [B, S, S, 3] on the device)
+of each full batch of `order`.
 
 Here a batch is decoded by a torch DataLoader worker process (`train.loader_workers`; 0 =
 in the trainer's process): each worker reads and decodes a whole batch of files with
@@ -109,7 +110,9 @@ class FolderTrainingSet:
         return h.hexdigest()
 
     def device_images(self, device: torch.device) -> FolderImages:
-        return FolderImages(self.root, self.files, self.load_size, device)
+        """The set for whole-set passes (DeepCluster, colorization), at image_size: they feed
+        images unaugmented (`Augmenter.plain`, no resize), so at the network's input side."""
+        return FolderImages(self.root, self.files, self.image_size, device)
 
     def batches(
         self, order: torch.Tensor, batch_size: int, device: torch.device
