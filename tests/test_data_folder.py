@@ -299,3 +299,55 @@ def test_sample_probe_from_a_folder_equals_the_fully_decoded_one(tmp_path, folde
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+# ----------------------------------------------------------------------------- config checks
+def _check(cfg: dict) -> None:
+    from ssltrace import checks, config
+
+    checks.check(config.validate(cfg))
+
+
+def test_config_check_accepts_the_folder_study(tmp_path, folder):
+    from folder_study import folder_config
+
+    _check(folder_config(folder, write_coarse_map(tmp_path / "m.tsv")))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r, m: {"root": str(r / "nowhere")}, "dataset.options.root: .* is not a folder"),
+        (lambda r, m: {"test_dir": "train/apple"}, "dataset.options.test_dir: .* no class"),
+        (lambda r, m: {"load_size": 200}, "load_size \\(200\\) must be >= .*image_size"),
+        (lambda r, m: {"image_size": 200, "load_size": 256}, "'augment.size' = 224"),
+        (
+            lambda r, m: {"coarse_map": str(write_coarse_map(m, {"apple": "x"}))},
+            "coarse_map: .* does not map 3 class",
+        ),
+        (lambda r, m: {"seed": 3}, "unknown option\\(s\\) seed"),
+    ],
+)
+def test_config_check_names_bad_folder_options(tmp_path, change, message):
+    from folder_study import folder_config
+
+    from ssltrace.config import ConfigError
+
+    root = make_image_folder(tmp_path / "img", train_per_class=6, test_per_class=3)
+    cfg = folder_config(root, write_coarse_map(tmp_path / "m.tsv"))
+    cfg["dataset"]["options"].update(change(root, tmp_path / "bad.tsv"))
+    with pytest.raises(ConfigError, match=message):
+        _check(cfg)
+
+
+def test_config_check_finds_a_class_missing_from_the_test_folder(tmp_path):
+    import shutil
+
+    from folder_study import folder_config
+
+    from ssltrace.config import ConfigError
+
+    root = make_image_folder(tmp_path / "img", train_per_class=6, test_per_class=3)
+    shutil.rmtree(root / "val" / "cloud")
+    with pytest.raises(ConfigError, match="test_dir: .* lacks class folder\\(s\\) cloud"):
+        _check(folder_config(root))

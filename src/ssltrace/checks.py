@@ -549,5 +549,24 @@ def _check_dataset_options(cfg: dict) -> None:
         study.dataset(cfg)
     except ValueError as exc:  # DataFormatError is one; messages name dataset.options.<key>
         raise ConfigError(f"config key 'dataset.options': {exc}") from None
-    except TypeError as exc:  # an option the source does not take
-        raise ConfigError(f"config key 'dataset.options': {exc}") from None
+    if cfg["dataset"]["name"] in ("imagefolder", "imagenet"):
+        _check_folder_input_size(cfg)
+
+
+def _check_folder_input_size(cfg: dict) -> None:
+    """Probe images of a folder dataset are decoded at image_size and reach the network
+    unresized, training crops at augment.size: the two must agree."""
+    from ssltrace.augment import AugmentConfig
+    from ssltrace.data import DATASETS
+
+    options = {
+        **DATASETS.get(cfg["dataset"]["name"]).option_defaults(),
+        **cfg["dataset"]["options"],
+    }
+    size = AugmentConfig.from_dict(cfg["augment"]).size
+    if size != options["image_size"]:
+        raise ConfigError(
+            f"config key 'augment.size' = {size}: differs from dataset.options.image_size = "
+            f"{options['image_size']}; probe images are decoded at image_size and given to the "
+            "network unresized, so training crops must have the same side"
+        )
