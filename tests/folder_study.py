@@ -79,6 +79,21 @@ def folder_config(root: Path, coarse_map: Path | None = None, **top_level) -> di
         "augment": {"size": 224},
         "fewshot": {"shots": 2, "trials": 5},
         "neighbours": {"k": 2, "ranked_points": 4, "quality_neighbours": 3},
+        "random_targets": {
+            "network_settings": {  # at the 224-px input (the ci preset's are 32-px networks)
+                "resnet18": {"architecture": {"name": "resnet18_imagenet"}},
+                "vit": {
+                    "architecture": {
+                        "name": "vit",
+                        "depth": 2,
+                        "hidden": 32,
+                        "heads": 4,
+                        "patch_size": 32,
+                        "image_size": 224,
+                    }
+                },
+            }
+        },
         "probes": {
             "novel": {"images_per_class": 3, "source": "test"},
             "rdm": {"n_images": 6},
