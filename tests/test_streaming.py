@@ -82,3 +82,28 @@ def test_in_memory_batches_are_index_gathers():
     for step, (index, x) in enumerate(got):
         assert torch.equal(index, order[step * 5 : (step + 1) * 5])
         assert torch.equal(x, torch.from_numpy(images)[index])
+
+
+def _train(dataset, split, out, method, workers, params=None):
+    from ssltrace.training.engine import train_run
+    from tests.test_training import make_run
+
+    run = make_run(method, epochs=1, method_params=params or {})
+    run["train"].update(batch_size=4, loader_workers=workers)
+    run["augment"] = {"preset": "seed000", "size": 32}
+    train_run(run, dataset, split, out, log=lambda line: None)
+    return torch.load(out / "checkpoints" / "epoch_001.pt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize(
+    ("method", "params"), [("simclr", {}), ("deepcluster", {"pca_dim": 4, "k": 2})]
+)
+def test_training_on_a_folder_does_not_depend_on_the_workers(
+    folder_files, tmp_path, method, params
+):
+    dataset, split, _ = folder_files
+    a = _train(dataset, split, tmp_path / "a", method, 0, params)
+    b = _train(dataset, split, tmp_path / "b", method, 2, params)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
