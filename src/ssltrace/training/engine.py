@@ -8,7 +8,9 @@ epoch e are seeded from (seed, e) alone, and everything else that carries over (
 target, queue, optimiser, grad scaler, global RNG) is restored from the saved state.
 
 Speed (the GPU path; each trick is marked "speed:" where it is applied):
-- the whole training set lives on the device as uint8; batches are index gathers, no DataLoader;
+- the whole training set lives on the device as uint8; batches are index gathers, no DataLoader
+  (a folder dataset, too large for memory, streams decoded uint8 batches from DataLoader
+  workers instead: ssltrace.training.streaming);
 - augmentation runs batched on the device from a device generator (ssltrace.augment);
 - channels_last memory format and bf16 autocast (`amp: auto` = bf16 on CUDA, off on CPU);
 - optional torch.compile of the backbone; cudnn.benchmark and TF32 unless deterministic;
