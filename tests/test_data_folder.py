@@ -351,3 +351,17 @@ def test_config_check_finds_a_class_missing_from_the_test_folder(tmp_path):
     shutil.rmtree(root / "val" / "cloud")
     with pytest.raises(ConfigError, match="test_dir: .* lacks class folder\\(s\\) cloud"):
         _check(folder_config(root))
+
+
+def test_config_check_names_missing_imagenet_archives(tmp_path):
+    from folder_study import folder_config
+
+    from ssltrace.config import ConfigError
+
+    cfg = folder_config(tmp_path)
+    cfg["dataset"] = {"name": "imagenet", "options": {}}
+    cfg["data_dir"] = str(tmp_path / "resources")
+    with pytest.raises(ConfigError, match="ILSVRC2012_img_train.tar, .*log in at"):
+        _check(cfg)
+    fake_imagenet(tmp_path / "resources")
+    _check(cfg)  # present (their md5s are the data rule's to check)

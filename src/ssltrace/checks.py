@@ -551,6 +551,27 @@ def _check_dataset_options(cfg: dict) -> None:
         raise ConfigError(f"config key 'dataset.options': {exc}") from None
     if cfg["dataset"]["name"] in ("imagefolder", "imagenet"):
         _check_folder_input_size(cfg)
+    if cfg["dataset"]["name"] == "imagenet":
+        _check_imagenet_archives(cfg)
+
+
+def _check_imagenet_archives(cfg: dict) -> None:
+    """ImageNet's archives must be in data_dir (their md5s, minutes of reading, are checked
+    by the data rule); after extraction only the extracted folders are needed."""
+    from ssltrace.data import imagenet
+
+    data_dir = Path(cfg["data_dir"])
+    if all(
+        (data_dir / imagenet.FOLDER / f"{imagenet.DONE}_{s}").is_file() for s in ("train", "val")
+    ):
+        return
+    missing = [a.filename for a in imagenet.ARCHIVES if not (data_dir / a.filename).is_file()]
+    if missing:
+        raise ConfigError(
+            f"config key 'dataset.name' = 'imagenet': {', '.join(missing)} not in data_dir "
+            f"{data_dir.absolute()}; {imagenet.ARCHIVES[0].how} (README: Image folders and "
+            "ImageNet)"
+        )
 
 
 def _check_folder_input_size(cfg: dict) -> None:

@@ -57,7 +57,7 @@ N_CLASSES = 1000
 TRAIN_MIN_PER_CLASS = 732  # the smallest ILSVRC 2012 training class
 VAL_PER_CLASS = 50
 FOLDER = "imagenet"
-_DONE = ".ssltrace_extracted"
+DONE = ".ssltrace_extracted"  # + _train / _val: that split is completely extracted
 
 
 def read_devkit(archive: Path) -> tuple[list[str], list[int]]:
@@ -123,7 +123,7 @@ def extract(paths: dict[str, Path], root: Path) -> None:
     is written after a split is complete, so an interrupted extraction starts again)."""
     wnids, truth = read_devkit(paths[DEVKIT_ARCHIVE.filename])  # 1000 in the md5-checked one
     for split, archive in (("train", TRAIN_ARCHIVE), ("val", VAL_ARCHIVE)):
-        target, done = root / split, root / f"{_DONE}_{split}"
+        target, done = root / split, root / f"{DONE}_{split}"
         if done.is_file():
             continue
         shutil.rmtree(target, ignore_errors=True)
