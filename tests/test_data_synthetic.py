@@ -153,10 +153,18 @@ def test_prepare_writes_loadable_files_and_refuses_unknown_options(tmp_path):
 
 
 def test_registries_and_describe():
-    assert DATASETS.names() == ["cifar10", "cifar100", "synthetic"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "imagefolder", "imagenet", "synthetic"]
     assert HUMAN_SETS.names() == ["cifar10h", "synthetic"]
     text = describe()
-    assert set(text) == {"cifar10", "cifar100", "synthetic", "human:cifar10h", "human:synthetic"}
+    assert set(text) == {
+        "cifar10",
+        "cifar100",
+        "imagefolder",
+        "imagenet",
+        "synthetic",
+        "human:cifar10h",
+        "human:synthetic",
+    }
     assert all(isinstance(v, str) and v and "\n" not in v for v in text.values())
 
 
