@@ -7,7 +7,7 @@ checked against torchvision's md5s (`torchvision.datasets.imagenet.ARCHIVE_META`
 `download.verify`, whose error says where to place them.
 
 torchvision stores the devkit's class metadata in `meta.bin` with torch.save and reads it with
-`torch.load(weights_only=True)`. We neither write nor read meta.bin: the devkit's
+torch.load with weights_only=True. We neither write nor read meta.bin: the devkit's
 `data/meta.mat` (a MATLAB file, read by scipy.io.loadmat: no pickles) and the validation
 ground truth are parsed here, and the archives are extracted with tarfile's "data" filter
 (no absolute paths, links out of the folder or device files).
