@@ -12,14 +12,27 @@ import numpy as np
 
 CLASSES = ("apple", "bike", "cloud", "dune")
 COARSE = {"apple": "natural", "bike": "artificial", "cloud": "natural", "dune": "sky"}
+# The DAG's folder: three coarse classes of two fine ones, so the one known coarse class has
+# two fine classes (the geometry probes need two) and the two novel ones four (few-shot).
+DAG_CLASSES = ("apple", "bike", "car", "cloud", "dune", "lake")
+DAG_COARSE = {
+    "apple": "natural",
+    "cloud": "natural",
+    "bike": "artificial",
+    "car": "artificial",
+    "dune": "scene",
+    "lake": "scene",
+}
 SIDES = (64, 96, 128, 160, 224)  # sizes 64..224 px, non-square in the second variant
 
 
-def _image(rng: np.random.Generator, label: int, height: int, width: int) -> np.ndarray:
+def _image(
+    rng: np.random.Generator, label: int, height: int, width: int, n_classes: int
+) -> np.ndarray:
     """A class-coloured gradient with stripes whose orientation depends on the class, so a
     network can learn the classes (RGB uint8 [height, width, 3])."""
     y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    angle = np.pi * label / len(CLASSES)
+    angle = np.pi * label / n_classes
     stripes = 0.5 + 0.5 * np.sin(2 * np.pi * 6 * (x * np.cos(angle) + y * np.sin(angle)))
     base = np.array([(label * 70) % 256, 255 - label * 50, 60 + label * 40], np.float64)
     image = base * (0.4 + 0.6 * stripes[..., None]) + rng.normal(0, 12, (height, width, 3))
@@ -33,6 +46,7 @@ def make_image_folder(
     seed: int = 0,
     corrupt: bool = False,
     fmt: str = "JPEG",
+    classes: tuple[str, ...] = CLASSES,
 ) -> Path:
     """<root>/train/<class>/*.jpg and <root>/val/<class>/*.jpg of CLASSES, sides 64..224 px;
     with `corrupt`, one training JPEG of the first class is truncated (undecodable)."""
@@ -41,15 +55,16 @@ def make_image_folder(
     rng = np.random.default_rng(seed)
     ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
     for split, n in (("train", train_per_class), ("val", test_per_class)):
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(classes):
             folder = Path(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 h = int(SIDES[(i + label) % len(SIDES)])
                 w = int(SIDES[(i + 2 * label + 1) % len(SIDES)])
-                Image.fromarray(_image(rng, label, h, w)).save(folder / f"{name}_{i:03d}.{ext}")
+                image = _image(rng, label, h, w, len(classes))
+                Image.fromarray(image).save(folder / f"{name}_{i:03d}.{ext}")
     if corrupt:
-        bad = Path(root) / "train" / CLASSES[0] / f"{CLASSES[0]}_000.{ext}"
+        bad = Path(root) / "train" / classes[0] / f"{classes[0]}_000.{ext}"
         bad.write_bytes(bad.read_bytes()[:200])
     return Path(root)
 

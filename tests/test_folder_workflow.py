@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from folder_study import folder_config, make_image_folder, write_coarse_map
+from folder_study import (
+    DAG_CLASSES,
+    DAG_COARSE,
+    folder_config,
+    make_image_folder,
+    write_coarse_map,
+)
 
 from ssltrace import io
 from tests.tiny_study import snakemake
@@ -20,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 def _workdir(path: Path, corrupt: bool = False, **options) -> Path:
     path.mkdir(parents=True)
-    root = make_image_folder(path / "images", corrupt=corrupt)
-    cfg = folder_config(root, write_coarse_map(path / "coarse.tsv"))
+    root = make_image_folder(path / "images", corrupt=corrupt, classes=DAG_CLASSES)
+    cfg = folder_config(root, write_coarse_map(path / "coarse.tsv", DAG_COARSE))
     cfg["dataset"]["options"].update(options)
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     return path
@@ -74,6 +80,6 @@ def test_a_corrupt_jpeg_is_skipped_with_a_warning(tmp_path):
     work = _workdir(tmp_path / "work", corrupt=True, on_corrupt="skip")
     snakemake(work, "results/data/imagefolder.npz")
     log = (work / "results" / "logs" / "dataset.log").read_text()
-    assert "skipping 1 corrupt image(s) of 24" in log and "apple_000.jpg" in log
+    assert "skipping 1 corrupt image(s) of 36" in log and "apple_000.jpg" in log
     files = io.load_npz(work / "results" / "data" / "imagefolder.npz")["train_files"]
-    assert "train/apple/apple_000.jpg" not in files.tolist() and len(files) == 23
+    assert "train/apple/apple_000.jpg" not in files.tolist() and len(files) == 35
