@@ -308,10 +308,11 @@ def _check(cfg: dict) -> None:
     checks.check(config.validate(cfg))
 
 
-def test_config_check_accepts_the_folder_study(tmp_path, folder):
-    from folder_study import folder_config
+def test_config_check_accepts_the_folder_study(tmp_path):
+    from folder_study import DAG_CLASSES, DAG_COARSE, folder_config
 
-    _check(folder_config(folder, write_coarse_map(tmp_path / "m.tsv")))
+    root = make_image_folder(tmp_path / "img", classes=DAG_CLASSES)
+    _check(folder_config(root, write_coarse_map(tmp_path / "m.tsv", DAG_COARSE)))
 
 
 @pytest.mark.parametrize(
@@ -365,3 +366,13 @@ def test_config_check_names_missing_imagenet_archives(tmp_path):
         _check(cfg)
     fake_imagenet(tmp_path / "resources")
     _check(cfg)  # present (their md5s are the data rule's to check)
+
+
+def test_config_check_finds_a_known_coarse_class_with_one_fine_class(tmp_path, folder):
+    from folder_study import folder_config
+
+    from ssltrace.config import ConfigError
+
+    # each class its own coarse class: one known coarse class is one fine class
+    with pytest.raises(ConfigError, match="split.n_known' = 1: .* hold 1 fine class"):
+        _check(folder_config(folder))

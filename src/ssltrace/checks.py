@@ -50,6 +50,7 @@ def check(cfg: dict) -> None:
         _check_labels(cfg, method)
         _check_depth(cfg, method)
     _check_chosen_epochs(cfg)
+    _check_folder_split(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -591,3 +592,29 @@ def _check_folder_input_size(cfg: dict) -> None:
             f"{options['image_size']}; probe images are decoded at image_size and given to the "
             "network unresized, so training crops must have the same side"
         )
+
+
+def _check_folder_split(cfg: dict) -> None:
+    """An image folder's coarse classes may hold one fine class each: its seeded split is
+    computed now, so known or novel classes too few for the probes are found before training
+    (the geometry probes need two known fine classes, few-shot two novel ones)."""
+    if cfg["dataset"]["name"] != "imagefolder":
+        return
+    from ssltrace.data import folder
+    from ssltrace.splits import make_split
+
+    listing = folder.cached_listing(folder.settings(cfg["dataset"]["options"]))
+    s = cfg["split"]
+    mode = s.get("mode", "held_out")
+    split = make_split(
+        listing.fine_to_coarse, listing.coarse_names, s["n_known"], s["n_novel"], s["seed"], mode
+    )
+    parts = (("known", "n_known"),) + ((("novel", "n_novel"),) if mode == "held_out" else ())
+    for part, key in parts:
+        if len(split[f"{part}_fine"]) < 2:
+            raise ConfigError(
+                f"config key 'split.{key}' = {s[key]}: the {part} coarse classes "
+                f"{split[f'{part}_coarse_names']} (split.seed {s['seed']}) hold "
+                f"{len(split[f'{part}_fine'])} fine class; the probes need at least two (add "
+                "classes, change split.seed or dataset.options.coarse_map)"
+            )
