@@ -12,16 +12,18 @@ import numpy as np
 
 CLASSES = ("apple", "bike", "cloud", "dune")
 COARSE = {"apple": "natural", "bike": "artificial", "cloud": "natural", "dune": "sky"}
-# The DAG's folder: three coarse classes of two fine ones, so the one known coarse class has
-# two fine classes (the geometry probes need two) and the two novel ones four (few-shot).
-DAG_CLASSES = ("apple", "bike", "car", "cloud", "dune", "lake")
+# The DAG's folder: four coarse classes of two fine ones, so the two known coarse classes have
+# four fine classes (the geometry probes need two of each) and the two novel ones four.
+DAG_CLASSES = ("apple", "bike", "car", "cloud", "dune", "lake", "rain", "tree")
 DAG_COARSE = {
     "apple": "natural",
-    "cloud": "natural",
+    "tree": "natural",
     "bike": "artificial",
     "car": "artificial",
     "dune": "scene",
     "lake": "scene",
+    "cloud": "weather",
+    "rain": "weather",
 }
 SIDES = (64, 96, 128, 160, 224)  # sizes 64..224 px, non-square in the second variant
 
@@ -89,7 +91,7 @@ def folder_config(root: Path, coarse_map: Path | None = None, **top_level) -> di
         "dataset": {"name": "imagefolder", "options": options},
         "architecture": {"name": "resnet18_imagenet"},
         "methods": ["simclr", "supervised"],
-        "split": {"seed": 0, "n_known": 1, "n_novel": 2},
+        "split": {"seed": 0, "n_known": 2, "n_novel": 2},
         "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "loader_workers": 1},
         "augment": {"size": 224},
         "fewshot": {"shots": 2, "trials": 5},

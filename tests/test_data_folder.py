@@ -374,5 +374,7 @@ def test_config_check_finds_a_known_coarse_class_with_one_fine_class(tmp_path, f
     from ssltrace.config import ConfigError
 
     # each class its own coarse class: one known coarse class is one fine class
+    cfg = folder_config(folder)
+    cfg["split"]["n_known"] = 1
     with pytest.raises(ConfigError, match="split.n_known' = 1: .* hold 1 fine class"):
-        _check(folder_config(folder))
+        _check(cfg)
