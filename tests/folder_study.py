@@ -113,7 +113,7 @@ def folder_config(root: Path, coarse_map: Path | None = None, **top_level) -> di
         },
         "probes": {
             "novel": {"images_per_class": 3, "source": "test"},
-            "rdm": {"n_images": 6},
+            "rdm": {"n_images": 8},  # two images of each of four groups
             "known": {"train_per_class": 4, "test_per_class": 2},
             "sample": {"n_images": 4, "k_train": 2, "k_test": 1},
         },

@@ -378,3 +378,15 @@ def test_config_check_finds_a_known_coarse_class_with_one_fine_class(tmp_path, f
     cfg["split"]["n_known"] = 1
     with pytest.raises(ConfigError, match="split.n_known' = 1: .* hold 1 fine class"):
         _check(cfg)
+
+
+def test_label_sweep_counts_read_the_folders_images_per_class(folder):
+    from ssltrace.figures.semisup import label_counts
+
+    settings = {
+        "dataset": {"name": "imagefolder", "options": {"root": str(folder)}},
+        "n_known": 2,
+        "method_settings": {"few": {"method": "few_label", "labels": {"fraction": 0.5}}},
+    }
+    # two known coarse classes of one fine class each, 6 training images per class, half labelled
+    assert label_counts(settings) == {"few": ("few_label", 6)}
