@@ -73,7 +73,7 @@ INVALID = [
     ("architecture.width", 0, "architecture.width"),
     ("architecture.width", "wide", "architecture.width"),
     ("architecture.depth", 3, "depth"),
-    ("dataset.name", "imagenet", "dataset.name"),
+    ("dataset.name", "imagenet21k", "dataset.name"),
     ("human.name", "cifar10", "human.name"),
     ("dataset", DELETE, "dataset"),
     ("train.epochs", 0, "train.epochs"),

@@ -185,8 +185,8 @@ def test_check_available_names_official_file_url_and_md5(tmp_path):
     assert "c58f30108f718f92721af3b95e74349a" in str(err.value)
     assert "f1284b6fba48a67d3db69bbafb5685ad" in str(err.value)
     check_available("synthetic", tmp_path)  # nothing to download
-    with pytest.raises(KeyError, match="unknown dataset 'imagenet'"):
-        check_available("imagenet", tmp_path)
+    with pytest.raises(KeyError, match="unknown dataset 'imagenet21k'"):
+        check_available("imagenet21k", tmp_path)
 
 
 def test_check_available_reports_a_wrong_checksum_without_moving_the_file(tmp_path):

@@ -146,15 +146,25 @@ def test_prepare_writes_loadable_files_and_refuses_unknown_options(tmp_path):
     human_out = tmp_path / "human.npz"
     prepare_human("synthetic", tmp_path, human_out, per_class=3)
     validate_human(io.load_npz(human_out))
-    with pytest.raises(KeyError, match="known: cifar10, cifar100, synthetic"):
-        prepare_dataset("imagenet", tmp_path, tmp_path / "y.npz")
+    with pytest.raises(
+        KeyError, match="known: cifar10, cifar100, imagefolder, imagenet, synthetic"
+    ):
+        prepare_dataset("imagenet21k", tmp_path, tmp_path / "y.npz")
 
 
 def test_registries_and_describe():
-    assert DATASETS.names() == ["cifar10", "cifar100", "synthetic"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "imagefolder", "imagenet", "synthetic"]
     assert HUMAN_SETS.names() == ["cifar10h", "synthetic"]
     text = describe()
-    assert set(text) == {"cifar10", "cifar100", "synthetic", "human:cifar10h", "human:synthetic"}
+    assert set(text) == {
+        "cifar10",
+        "cifar100",
+        "imagefolder",
+        "imagenet",
+        "synthetic",
+        "human:cifar10h",
+        "human:synthetic",
+    }
     assert all(isinstance(v, str) and v and "\n" not in v for v in text.values())
 
 

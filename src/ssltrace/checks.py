@@ -20,6 +20,7 @@ def check(cfg: dict) -> None:
     from ssltrace.methods import METHODS
 
     _check_name(cfg["dataset"]["name"], DATASETS, "dataset.name")
+    _check_dataset_options(cfg)
     _check_name(cfg["human"]["name"], HUMAN_SETS, "human.name")
     for name, settings in cfg["method_settings"].items():
         if "method" in settings:
@@ -51,6 +52,7 @@ def check(cfg: dict) -> None:
     _check_chosen_epochs(cfg)
     _check_processes(cfg)
     _check_reduction_fit_epoch(cfg)
+    _check_folder_split(cfg)
 
 
 def _check_name(name: str, registry, key: str) -> None:
@@ -590,3 +592,81 @@ def _check_reduction_fit_epoch(cfg: dict) -> None:
                     f"checkpoint of epoch {e} (its epochs: {_ranges(saved)}); choose "
                     'epochs every run saves, or "last"'
                 )
+
+
+def _check_dataset_options(cfg: dict) -> None:
+    """A folder dataset's folders, class lists and coarse map are read now, before any job:
+    a folder without images, a class missing from a split or the coarse map, or an
+    inconsistent image_size / load_size each stop `snakemake -n` with the key named."""
+    try:
+        study.dataset(cfg)
+    except ValueError as exc:  # DataFormatError is one; messages name dataset.options.<key>
+        raise ConfigError(f"config key 'dataset.options': {exc}") from None
+    if cfg["dataset"]["name"] in ("imagefolder", "imagenet"):
+        _check_folder_input_size(cfg)
+    if cfg["dataset"]["name"] == "imagenet":
+        _check_imagenet_archives(cfg)
+
+
+def _check_imagenet_archives(cfg: dict) -> None:
+    """ImageNet's archives must be in data_dir (their md5s, minutes of reading, are checked
+    by the data rule); after extraction only the extracted folders are needed."""
+    from ssltrace.data import imagenet
+
+    data_dir = Path(cfg["data_dir"])
+    if all(
+        (data_dir / imagenet.FOLDER / f"{imagenet.DONE}_{s}").is_file() for s in ("train", "val")
+    ):
+        return
+    missing = [a.filename for a in imagenet.ARCHIVES if not (data_dir / a.filename).is_file()]
+    if missing:
+        raise ConfigError(
+            f"config key 'dataset.name' = 'imagenet': {', '.join(missing)} not in data_dir "
+            f"{data_dir.absolute()}; {imagenet.ARCHIVES[0].how} (README: Image folders and "
+            "ImageNet)"
+        )
+
+
+def _check_folder_input_size(cfg: dict) -> None:
+    """Probe images of a folder dataset are decoded at image_size and reach the network
+    unresized, training crops at augment.size: the two must agree."""
+    from ssltrace.augment import AugmentConfig
+    from ssltrace.data import DATASETS
+
+    options = {
+        **DATASETS.get(cfg["dataset"]["name"]).option_defaults(),
+        **cfg["dataset"]["options"],
+    }
+    size = AugmentConfig.from_dict(cfg["augment"]).size
+    if size != options["image_size"]:
+        raise ConfigError(
+            f"config key 'augment.size' = {size}: differs from dataset.options.image_size = "
+            f"{options['image_size']}; probe images are decoded at image_size and given to the "
+            "network unresized, so training crops must have the same side"
+        )
+
+
+def _check_folder_split(cfg: dict) -> None:
+    """An image folder's coarse classes may hold one fine class each: its seeded split is
+    computed now, so known or novel classes too few for the probes are found before training
+    (the geometry probes need two known fine classes, few-shot two novel ones)."""
+    if cfg["dataset"]["name"] != "imagefolder":
+        return
+    from ssltrace.data import folder
+    from ssltrace.splits import make_split
+
+    listing = folder.cached_listing(folder.settings(cfg["dataset"]["options"]))
+    s = cfg["split"]
+    mode = s.get("mode", "held_out")
+    split = make_split(
+        listing.fine_to_coarse, listing.coarse_names, s["n_known"], s["n_novel"], s["seed"], mode
+    )
+    parts = (("known", "n_known"),) + ((("novel", "n_novel"),) if mode == "held_out" else ())
+    for part, key in parts:
+        if len(split[f"{part}_fine"]) < 2:
+            raise ConfigError(
+                f"config key 'split.{key}' = {s[key]}: the {part} coarse classes "
+                f"{split[f'{part}_coarse_names']} (split.seed {s['seed']}) hold "
+                f"{len(split[f'{part}_fine'])} fine class; the probes need at least two (add "
+                "classes, change split.seed or dataset.options.coarse_map)"
+            )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ssltrace import io
+from ssltrace.data.folder import FolderArray, with_lazy_images
 from ssltrace.layout import PROBES
 
 SPLIT_MODES = ("held_out", "all")
@@ -115,14 +116,16 @@ def default_groups(dataset_name: str, coarse_names) -> dict[str, list[str]]:
 
     CIFAR-100 uses the people / animals / vehicles / plants-scenes grouping of
     `ssltrace.probesets.CIFAR100_GROUPS`; any other dataset's coarse classes are dealt into
-    four groups in order, which keeps the analysis path identical on the synthetic data.
+    four groups in order (as many as there are coarse classes, when fewer), which keeps the
+    analysis path identical on the synthetic data.
     """
     from ssltrace.probesets import CIFAR100_GROUPS
 
     if dataset_name == "cifar100":
         return CIFAR100_GROUPS
     names = [str(n) for n in coarse_names]
-    return {f"group{g + 1}": names[g::4] for g in range(4)}
+    groups = min(4, len(names))  # an image folder may have fewer than four coarse classes
+    return {f"group{g + 1}": names[g::groups] for g in range(groups)}
 
 
 def rdm_probe(dataset: dict, groups: dict, n_images: int, seed: int) -> dict:
@@ -187,9 +190,16 @@ def sample_probe(
     from ssltrace.augment import Augmenter
 
     known = np.flatnonzero(np.isin(dataset["train_fine"], split["known_fine"]))
+    pool = dataset["train_images"][known]
+    if isinstance(pool, FolderArray):
+        # Decode only the n_images sources that sample_level_sets would draw (its choice,
+        # made here): given exactly those, it draws all of them in order, and its seeded
+        # augmentations are the same, so the views equal those of the fully decoded pool.
+        chosen = np.sort(np.random.default_rng(seed).choice(len(pool), n_images, False))
+        pool, known = np.asarray(pool[chosen]), known[chosen]
     augmenter = Augmenter(augment, "cpu")
     train, train_y, test, test_y = sample_level_sets(
-        dataset["train_images"][known],
+        pool,
         augment_fn=augmenter,
         n_images=n_images,
         k_train=k_train,
@@ -227,7 +237,8 @@ def write_probe(
 ) -> None:
     import json
 
-    data = io.load_npz(dataset_path)
+    # A folder dataset's images are decoded at image_size only for the files a probe picks.
+    data = with_lazy_images(io.load_npz(dataset_path))
     split = json.loads(Path(split_path).read_text()) if split_path else None
     if kind == "novel":
         probe = novel_probe(
@@ -266,4 +277,4 @@ def write_probe(
         probe = grating_probe(int(data["train_images"].shape[1]), **options)
     else:
         raise ValueError(f"unknown probe set {kind!r}; expected one of {', '.join(PROBES)}")
-    io.save_npz(out, probe)
+    io.save_npz(out, {key: np.asarray(value) for key, value in probe.items()})

@@ -56,7 +56,8 @@ def dataset(cfg: Mapping[str, Any]):
     """The DataSource of `dataset.name` (its facts: classes, images per class)."""
     from ssltrace.data import DATASETS
 
-    return DATASETS.get(cfg["dataset"]["name"])
+    # A folder dataset's facts come from its folder listing (cached per process).
+    return DATASETS.get(cfg["dataset"]["name"]).resolved(cfg["dataset"]["options"])
 
 
 def human_set(cfg: Mapping[str, Any]):

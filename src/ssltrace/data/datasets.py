@@ -10,14 +10,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ssltrace import io
 from ssltrace.data import download as dl
-from ssltrace.data import synthetic
+from ssltrace.data import folder, imagenet, synthetic
 from ssltrace.data.cifar import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, read_cifar10, read_cifar100
 from ssltrace.data.cifar10h import cifar10h_human
 from ssltrace.data.download import (
@@ -49,6 +49,14 @@ class DataSource:
     colour: bool = True  # RGB images that carry colour (False: grey copied into 3 channels)
     depth: bool = False  # the arrays include train_depth / test_depth (depth prediction)
     per_class: Mapping[str, int | str] = field(default_factory=dict)
+    downloadable: bool = True  # False: files are only verified, never fetched (ImageNet)
+    # options -> this source with the facts of that data (a folder dataset's classes and
+    # counts depend on its folder); None: the facts above hold for any options.
+    facts: Callable[[Mapping[str, object]], DataSource] | None = None
+
+    def resolved(self, options: Mapping[str, object] | None = None) -> DataSource:
+        """This source with facts for `options` (reads a folder's listing, not its pixels)."""
+        return self if self.facts is None else self.facts(dict(options or {}))
 
     def options(self) -> list[str]:
         return list(self.option_defaults())
@@ -140,6 +148,63 @@ HUMAN_SETS.register("synthetic")(
 )
 
 
+def _folder_facts(source: DataSource, listing) -> DataSource:
+    return replace(
+        source,
+        coarse_names=tuple(listing.coarse_names),
+        n_classes=len(listing.fine_names),
+        per_class={"train": listing.per_class("train"), "test": listing.per_class("test")},
+        facts=None,
+    )
+
+
+def _imagefolder_facts(options: Mapping[str, object]) -> DataSource:
+    listing = folder.cached_listing(folder.settings(options))
+    return _folder_facts(DATASETS.get("imagefolder"), listing)
+
+
+def _imagenet_facts(options: Mapping[str, object]) -> DataSource:
+    """ImageNet's fixed facts (1000 classes, >= 732 train and 50 val images each); coarse
+    classes from the coarse_map's second column (checked against the wnids when built)."""
+    allowed = DATASETS.get("imagenet").options()
+    s = folder.settings(options, root_required=False, allowed=allowed)
+    coarse = [f"n{i}" for i in range(imagenet.N_CLASSES)]
+    if s.coarse_map is not None:
+        if not s.coarse_map.is_file():
+            raise folder.DataFormatError(
+                f"dataset.options.coarse_map: {s.coarse_map} does not exist"
+            )
+        lines = [ln.split("\t") for ln in s.coarse_map.read_text().splitlines() if ln.strip()]
+        coarse = list(dict.fromkeys(p[1].strip() for p in lines if len(p) == 2))
+    return replace(
+        DATASETS.get("imagenet"),
+        coarse_names=tuple(coarse),
+        per_class={"train": imagenet.TRAIN_MIN_PER_CLASS, "test": imagenet.VAL_PER_CLASS},
+        facts=None,
+    )
+
+
+DATASETS.register("imagefolder")(
+    DataSource(
+        "your images: <root>/<train_dir>/<class>/<image> and <root>/<test_dir>/<class>/<image>"
+        " (torchvision ImageFolder layout), decoded from disk at image_size",
+        folder.build_imagefolder,
+        colour=True,
+        facts=_imagefolder_facts,
+    )
+)
+DATASETS.register("imagenet")(
+    DataSource(
+        "ImageNet (ILSVRC 2012) from your archives in data_dir (md5-checked, never downloaded)",
+        imagenet.build_imagenet,
+        imagenet.ARCHIVES,
+        n_classes=imagenet.N_CLASSES,
+        downloadable=False,
+        facts=_imagenet_facts,
+    )
+)
+
+
 def describe() -> dict[str, str]:
     """Dataset names (human-comparison sets prefixed `human:`) with one line each."""
     out = {name: DATASETS.get(name).description for name in DATASETS}
@@ -178,8 +243,13 @@ def fetch(
     sources: Mapping[str, RemoteFile] | None = None,
     opener: Opener | None = None,
 ) -> dict[str, Path]:
-    """Download (or reuse, when the checksum matches) every file of `name` into data_dir."""
-    return _obtain(_files(name, sources), Path(data_dir), lambda r, d: dl.ensure(r, d, opener))
+    """Download (or reuse, when the checksum matches) every file of `name` into data_dir
+    (files with a `how`, such as ImageNet's, are only verified: they need a login)."""
+    return _obtain(
+        _files(name, sources),
+        Path(data_dir),
+        lambda r, d: dl.verify(r, d) if r.how else dl.ensure(r, d, opener),
+    )
 
 
 def _obtain(files, data_dir: Path, get) -> dict[str, Path]:
@@ -235,7 +305,8 @@ def _prepare(registry, validate, name, data_dir, out, sources, opener, download,
             f"unknown option(s) {unknown} for {registry.kind} {name!r}; "
             f"accepted: {', '.join(spec.options()) or 'none'}"
         )
-    get = (lambda r, d: dl.ensure(r, d, opener)) if download else dl.verify
+    fetching = download and getattr(spec, "downloadable", True)
+    get = (lambda r, d: dl.ensure(r, d, opener)) if fetching else dl.verify
     paths = _obtain(_resolve(spec.files, sources), Path(data_dir), get)
     arrays = spec.build(paths, **options)  # archives are opened only after their md5 matched
     validate(arrays)

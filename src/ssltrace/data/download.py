@@ -33,6 +33,7 @@ class RemoteFile:
     filename: str
     url: str
     md5: str
+    how: str = ""  # how to obtain it by hand where it cannot be downloaded (e.g. a login)
 
 
 CIFAR100_ARCHIVE = RemoteFile(
@@ -70,6 +71,13 @@ def md5sum(path: Path) -> str:
 
 def unavailable_message(remote: RemoteFile, data_dir: Path, problem: str) -> str:
     path = (Path(data_dir) / remote.filename).absolute()
+    if remote.how:
+        return (
+            f"{remote.filename} is not available: {problem}.\n"
+            f"  expected md5: {remote.md5}\n"
+            f"  to place it by hand: {remote.how} ({path}); check that `md5sum {path}` "
+            f"prints {remote.md5}, and run again."
+        )
     return (
         f"{remote.filename} is not available: {problem}.\n"
         f"  official URL: {remote.url}\n"

@@ -39,14 +39,15 @@ def check_names(names, n: int, where: str) -> None:
 
 
 def validate_dataset(arrays: dict) -> None:
-    """Raise DataFormatError unless `arrays` is a valid dataset file (ARCHITECTURE.md)."""
+    """Raise DataFormatError unless `arrays` is a valid dataset file (ARCHITECTURE.md): images
+    in memory, or (`kind` = "folder") a list of image files under `root`."""
     keys = ("fine_names", "coarse_names", "fine_to_coarse")
+    folder = "kind" in arrays
+    per_split = ("files", "fine", "coarse") if folder else ("images", "fine", "coarse")
+    extra = ("root", "image_size", "load_size") if folder else ()
     missing = [
         k
-        for k in (
-            *keys,
-            *(f"{s}_{k}" for s in ("train", "test") for k in ("images", "fine", "coarse")),
-        )
+        for k in (*keys, *extra, *(f"{s}_{k}" for s in ("train", "test") for k in per_split))
         if k not in arrays
     ]
     if missing:
@@ -56,9 +57,14 @@ def validate_dataset(arrays: dict) -> None:
     check_names(arrays["coarse_names"], n_coarse, "coarse_names")
     fine_to_coarse = arrays["fine_to_coarse"]
     check_labels(fine_to_coarse, n_fine, n_coarse, "fine_to_coarse")
+    if folder:
+        check_folder_keys(arrays)
     for split in ("train", "test"):
-        images = arrays[f"{split}_images"]
-        check_images(images, f"{split}_images")
+        if folder:
+            images = arrays[f"{split}_files"]
+        else:
+            images = arrays[f"{split}_images"]
+            check_images(images, f"{split}_images")
         check_labels(arrays[f"{split}_fine"], len(images), n_fine, f"{split}_fine")
         check_labels(arrays[f"{split}_coarse"], len(images), n_coarse, f"{split}_coarse")
         if not np.array_equal(fine_to_coarse[arrays[f"{split}_fine"]], arrays[f"{split}_coarse"]):
@@ -98,3 +104,24 @@ def validate_human(arrays: dict) -> None:
         raise DataFormatError("human_counts: counts must be finite and non-negative")
     if len(counts) and counts.sum(axis=1).min() <= 0:
         raise DataFormatError("human_counts: every image needs at least one human answer")
+
+
+def check_folder_keys(arrays: dict) -> None:
+    """The keys of a folder dataset file (`kind` = "folder", ssltrace.data.folder)."""
+    if str(np.asarray(arrays["kind"])) != "folder":
+        raise DataFormatError(f"kind: expected 'folder', got {arrays['kind']!r}")
+    for key in ("image_size", "load_size"):
+        value = np.asarray(arrays[key])
+        if value.shape != () or value.dtype.kind not in "iu" or int(value) < 1:
+            raise DataFormatError(f"{key}: expected a positive integer, got {value!r}")
+    if int(arrays["load_size"]) < int(arrays["image_size"]):
+        raise DataFormatError("load_size is smaller than image_size")
+    for split in ("train", "test"):
+        files = arrays[f"{split}_files"]
+        if not isinstance(files, np.ndarray) or files.dtype.kind != "U" or files.ndim != 1:
+            raise DataFormatError(f"{split}_files: expected a 1-d str array of relative paths")
+        bad = [f for f in files.tolist() if f.startswith("/") or ".." in f.split("/")]
+        if bad:
+            raise DataFormatError(f"{split}_files: paths must be relative to root, got {bad[0]!r}")
+        if len(files) == 0:
+            raise DataFormatError(f"{split}_files: no images")

@@ -31,8 +31,9 @@ def label_counts(settings: dict) -> dict[str, tuple[str, int]]:
 
     if not settings.get("method_settings"):  # a hand-made call without the study's settings
         return {}
-    source = DATASETS.get(settings["dataset"]["name"])
-    per_class = source.images_per_class("train", settings["dataset"].get("options", {}))
+    options = settings["dataset"].get("options", {})
+    source = DATASETS.get(settings["dataset"]["name"]).resolved(options)  # a folder's counts
+    per_class = source.images_per_class("train", options)
     counts = np.full(source.fine_per_coarse * settings["n_known"], per_class)
     out = {}
     for name, run in (settings.get("method_settings") or {}).items():

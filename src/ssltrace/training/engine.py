@@ -8,7 +8,9 @@ epoch e are seeded from (seed, e) alone, and everything else that carries over (
 target, queue, optimiser, grad scaler, global RNG) is restored from the saved state.
 
 Speed (the GPU path; each trick is marked "speed:" where it is applied):
-- the whole training set lives on the device as uint8; batches are index gathers, no DataLoader;
+- the whole training set lives on the device as uint8; batches are index gathers, no DataLoader
+  (a folder dataset, too large for memory, streams decoded uint8 batches from DataLoader
+  workers instead: ssltrace.training.streaming);
 - augmentation runs batched on the device from a device generator (ssltrace.augment);
 - channels_last memory format and bf16 autocast (`amp: auto` = bf16 on CUDA, off on CPU);
 - optional torch.compile of the backbone; cudnn.benchmark and TF32 unless deterministic;
@@ -80,10 +82,10 @@ def train_run(
     check_complete(run)
     if Path(split_path).is_file():  # a flipped digit is still valid JSON: another split
         io.check_digest(split_path)
-    data = load_training_set(dataset_path, split_path)
     train = run["train"]
     world = ddp.world_from_env()  # several processes under torchrun (training/ddp.py)
     ddp.check_settings(train, world)
+    data = load_training_set(dataset_path, split_path, train["loader_workers"])
     device = ddp.device(world, train["device"], resolve_device)
     if not world.writer:
         log = _quiet
@@ -345,7 +347,7 @@ class Trainer:
         return f"{bad[first]}{more}"
 
     def _train_epochs(self, first: int, last: int, on_step: StepHook | None) -> None:
-        images = torch.from_numpy(self.data.images).to(self.device)  # speed: data on device
+        images = self.data.device_images(self.device)  # speed: data on device (folder: lazy)
         labels = torch.from_numpy(self.labels).to(self.device)
         depth = None
         if self.method.needs_depth:  # float32 on the device, gathered per batch as the images
@@ -408,22 +410,23 @@ class Trainer:
         order = order.to(self.device, non_blocking=True)
         ddp.sync_from_rank0(method, order)  # the epoch's order, clusters, re-drawn layers
         order = ddp.local_order(order, self.steps_per_epoch, self.batch_size, self.world)
+        order = order[: self.steps_per_epoch * batch]  # this process's full batches only
         aug_generator = torch.Generator(device=self.device).manual_seed(aug_seed)
         total_steps = max(1, self.epochs * self.steps_per_epoch)
         sums = torch.zeros(len(PARTS), device=self.device)
         memory_format = (
             torch.channels_last if self.train["channels_last"] else torch.contiguous_format
         )
-        for step in range(self.steps_per_epoch):
+        # In-memory sets gather batches on the device; folder sets stream them from disk.
+        for step, (index, x) in enumerate(self.data.batches(order, batch, self.device)):
             global_step = (epoch - 1) * self.steps_per_epoch + step
-            index = order[step * batch : (step + 1) * batch]
             # speed: batched augmentation on the device, no per-sample Python work.
             extra = {}
             if depth is None:
-                views = augmenter.views(images[index], method.n_views, aug_generator)
+                views = augmenter.views(x, method.n_views, aug_generator)
             else:  # each view's depth map cropped and mirrored as its image
                 views, extra["depth"] = augmenter.views_with_maps(
-                    images[index], depth[index], method.n_views, aug_generator
+                    x, depth[index], method.n_views, aug_generator
                 )
             views = [v.contiguous(memory_format=memory_format) for v in views]
             lr = self.schedule(global_step)
