@@ -89,8 +89,12 @@ def folder_config(root: Path, coarse_map: Path | None = None, **top_level) -> di
         options["coarse_map"] = str(coarse_map)
     folder = {
         "dataset": {"name": "imagefolder", "options": options},
-        "architecture": {"name": "resnet18_imagenet"},
+        # width 0.25: the 224-px DAG at about 1/16 of a full ResNet-18's FLOPs on a CPU (at 0.125,
+        # torch 2.14's CPU channels_last backward aborts: "double free or corruption")
+        "architecture": {"name": "resnet18_imagenet", "width": 0.25},
         "methods": ["simclr", "supervised"],
+        # SimCLR trains as 2 processes (torchrun, gloo on the CPU: training/ddp.py)
+        "method_settings": {"simclr": {"train": {"processes": 2}}},
         "split": {"seed": 0, "n_known": 2, "n_novel": 2},
         "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "loader_workers": 1},
         "augment": {"size": 224},
@@ -98,7 +102,7 @@ def folder_config(root: Path, coarse_map: Path | None = None, **top_level) -> di
         "neighbours": {"k": 2, "ranked_points": 4, "quality_neighbours": 3},
         "random_targets": {
             "network_settings": {  # at the 224-px input (the ci preset's are 32-px networks)
-                "resnet18": {"architecture": {"name": "resnet18_imagenet"}},
+                "resnet18": {"architecture": {"name": "resnet18_imagenet", "width": 0.25}},
                 "vit": {
                     "architecture": {
                         "name": "vit",

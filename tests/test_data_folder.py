@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from folder_study import CLASSES, COARSE, make_image_folder, write_coarse_map
 from PIL import Image
 
 from ssltrace import io
@@ -25,6 +24,7 @@ from ssltrace.data import (
 )
 from ssltrace.data.folder import FolderArray, decode_square, with_lazy_images
 from ssltrace.data.imagenet import ARCHIVES, DEVKIT_ARCHIVE, TRAIN_ARCHIVE, VAL_ARCHIVE
+from tests.folder_study import CLASSES, COARSE, make_image_folder, write_coarse_map
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from folder_study import (
+
+from ssltrace import io
+from tests.folder_study import (
     DAG_CLASSES,
     DAG_COARSE,
     folder_config,
     make_image_folder,
     write_coarse_map,
 )
-
-from ssltrace import io
 from tests.tiny_study import snakemake
 
 pytestmark = pytest.mark.slow
@@ -50,6 +50,12 @@ def test_runs_train_from_the_folder_and_checkpoint_every_epoch(folder_study):
         assert io.torch_load(run / "checkpoints" / "epoch_002.pt")["architecture"]["name"] == (
             "resnet18_imagenet"
         )
+    # SimCLR trained as two processes (torchrun; tests/folder_study.py), supervised as one
+    fingerprints = [
+        (folder_study / "results/runs" / m / "seed0/.state/fingerprint.json").read_text()
+        for m in ("simclr", "supervised")
+    ]
+    assert '"processes": 2' in fingerprints[0] and '"processes"' not in fingerprints[1]
 
 
 def test_probe_sets_hold_224_px_images_of_the_folder(folder_study):

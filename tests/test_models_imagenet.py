@@ -45,8 +45,10 @@ def image(batch: int, side: int = 224) -> torch.Tensor:
         ("resnet50_imagenet", [64, 256, 512, 1024, 2048]),
     ],
 )
-def test_layer_shapes_at_224(name, channels):
-    model = build_backbone(name).eval()
+@pytest.mark.parametrize("width", [1.0, 0.125])
+def test_layer_shapes_at_224(name, channels, width):
+    model = build_backbone(name, width=width).eval()
+    channels = [max(1, round(c * width)) for c in channels]
     assert model.layer_names == LAYERS
     assert model.out_dim == channels[-1]
     out, seen = record_layers(model, image(1))
@@ -54,6 +56,21 @@ def test_layer_shapes_at_224(name, channels):
         assert seen[layer].shape == (1, n_channels, side, side), layer
     assert out.shape == (1, channels[-1])
     torch.testing.assert_close(out, seen["layer4"].mean(dim=(2, 3)))
+
+
+def test_width_one_is_torchvisions_network_and_weights_need_it(tmp_path):
+    torch.manual_seed(0)
+    ours = build_backbone("resnet18_imagenet", width=1.0)
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18()
+    theirs = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    assert all(torch.equal(v, theirs[_theirs(k)]) for k, v in ours.state_dict().items())
+    with pytest.raises(ValueError, match="weights.*width 1, not 0.5"):
+        build_backbone("resnet18_imagenet", width=0.5, weights=str(tmp_path / "w.pth"))
+
+
+def _theirs(key: str) -> str:
+    return key.removeprefix("stem.")
 
 
 def test_layer_names_documented_and_free():
@@ -140,7 +157,7 @@ def test_bad_weights_files_are_named(tmp_path):
         ({"image_size": 0}, "image_size"),
         ({"final_pool": "no"}, "final_pool"),
         ({"in_channels": 0}, "in_channels"),
-        ({"width": 2}, "width"),
+        ({"width": 0}, "width"),
     ],
 )
 def test_bad_parameters_name_the_argument(params, argument):

@@ -89,3 +89,20 @@ def test_kept_activations_follow_extract_keep():
     assert plan.kept_fraction(cfg, "supervised") == pytest.approx(2 / 3)  # of epochs 0, 5, 10
     kept = 2 * plan.activation_bytes(cfg, "supervised") * 2 / 3
     assert f"kept after analysis (extract.keep): {kept / 1e9:.1f} GB" in plan.summary(cfg)
+
+
+def test_imagenet_plan_counts_every_training_image_before_the_archives_are_placed(tmp_path):
+    """`ssltrace plan` estimates an ImageNet study whose archives are not in data_dir yet
+    (a dry run refuses it, naming them), over ImageNet's 1,281,167 training images (not
+    1000 x the smallest class's 732)."""
+    from ssltrace.config import ConfigError
+    from ssltrace.data import imagenet
+
+    over = {"data_dir": str(tmp_path), "split": {"mode": "all"}}
+    presets = (ROOT / "config.yaml", ROOT / "presets" / "imagenet_seed001.yaml")
+    with pytest.raises(ConfigError, match="ILSVRC2012_img_train.tar"):
+        study.load(*presets, overrides=over)
+    cfg = study.load(*presets, overrides=over, need_data=False)
+    assert study.training_images(cfg) == imagenet.TRAIN_IMAGES == 1_281_167
+    cfg["split"] = {**cfg["split"], "mode": "held_out", "n_known": 10}
+    assert study.training_images(cfg) == round(1_281_167 * 10 / 1000)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from folder_study import make_image_folder
 
 from ssltrace import io
 from ssltrace.data import prepare_dataset
 from ssltrace.data.folder import decode_square
 from ssltrace.training.data import TrainingSet, load_training_set
 from ssltrace.training.streaming import FolderImages, FolderTrainingSet
+from tests.folder_study import make_image_folder
 
 
 @pytest.fixture(scope="module")

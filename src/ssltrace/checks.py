@@ -15,12 +15,15 @@ from ssltrace import study
 from ssltrace.config import ConfigError, message
 
 
-def check(cfg: dict) -> None:
+def check(cfg: dict, need_data: bool = True) -> None:
+    """Every check of `cfg` against the registries and the data's facts; need_data=False
+    (`ssltrace plan`, an estimate made before the data is placed) skips whether a dataset's
+    archives are in data_dir."""
     from ssltrace.data import DATASETS, HUMAN_SETS
     from ssltrace.methods import METHODS
 
     _check_name(cfg["dataset"]["name"], DATASETS, "dataset.name")
-    _check_dataset_options(cfg)
+    _check_dataset_options(cfg, need_data)
     _check_name(cfg["human"]["name"], HUMAN_SETS, "human.name")
     for name, settings in cfg["method_settings"].items():
         if "method" in settings:
@@ -594,7 +597,7 @@ def _check_reduction_fit_epoch(cfg: dict) -> None:
                 )
 
 
-def _check_dataset_options(cfg: dict) -> None:
+def _check_dataset_options(cfg: dict, need_data: bool = True) -> None:
     """A folder dataset's folders, class lists and coarse map are read now, before any job:
     a folder without images, a class missing from a split or the coarse map, or an
     inconsistent image_size / load_size each stop `snakemake -n` with the key named."""
@@ -604,7 +607,7 @@ def _check_dataset_options(cfg: dict) -> None:
         raise ConfigError(f"config key 'dataset.options': {exc}") from None
     if cfg["dataset"]["name"] in ("imagefolder", "imagenet"):
         _check_folder_input_size(cfg)
-    if cfg["dataset"]["name"] == "imagenet":
+    if cfg["dataset"]["name"] == "imagenet" and need_data:
         _check_imagenet_archives(cfg)
 
 

@@ -79,7 +79,8 @@ def cmd_plan(args) -> None:
     from ssltrace import study
     from ssltrace.plan import summary
 
-    cfg = study.load(args.config, *args.presets)
+    # An estimate is wanted before the data is placed: the archives need not be there yet.
+    cfg = study.load(args.config, *args.presets, need_data=False)
     print(summary(cfg, images_per_s=args.images_per_s))
 
 

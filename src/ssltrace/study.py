@@ -17,12 +17,18 @@ from ssltrace import layout
 from ssltrace.config import ConfigError
 
 
-def load(path: str | Path, *presets: str | Path, overrides: dict | None = None) -> dict:
-    """Config file + presets (+ overrides) merged, validated and checked; defaults filled."""
-    return checked(sslconfig.merge_files([path, *presets], overrides))
+def load(
+    path: str | Path,
+    *presets: str | Path,
+    overrides: dict | None = None,
+    need_data: bool = True,
+) -> dict:
+    """Config file + presets (+ overrides) merged, validated and checked; defaults filled.
+    need_data=False: the dataset's archives need not be in data_dir yet (checks.check)."""
+    return checked(sslconfig.merge_files([path, *presets], overrides), need_data=need_data)
 
 
-def checked(raw: dict, deep: bool = True) -> dict:
+def checked(raw: dict, deep: bool = True, need_data: bool = True) -> dict:
     """`raw` validated against the schema and checked against the registries.
 
     `deep=False` skips the checks that build networks on the meta device (Snakemake's per-job
@@ -33,7 +39,7 @@ def checked(raw: dict, deep: bool = True) -> dict:
     cfg = sslconfig.validate(raw)
     coerce_method_params(cfg)
     if deep:
-        check(cfg)
+        check(cfg, need_data)
     return cfg
 
 
@@ -93,8 +99,12 @@ def known_per_class(cfg: Mapping[str, Any], part: str) -> int:
 
 
 def training_images(cfg: Mapping[str, Any]) -> int:
-    """Training images of the known classes (the pretraining set)."""
-    fine_known = dataset(cfg).fine_per_coarse * n_known_coarse(cfg)
+    """Training images of the known classes (the pretraining set); for a dataset whose
+    classes differ in size, the known share of all its training images."""
+    source = dataset(cfg)
+    fine_known = source.fine_per_coarse * n_known_coarse(cfg)
+    if source.train_total:
+        return round(source.train_total * fine_known / source.n_classes)
     return fine_known * images_per_class(cfg, "train")
 
 

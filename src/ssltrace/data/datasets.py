@@ -50,6 +50,10 @@ class DataSource:
     depth: bool = False  # the arrays include train_depth / test_depth (depth prediction)
     per_class: Mapping[str, int | str] = field(default_factory=dict)
     downloadable: bool = True  # False: files are only verified, never fetched (ImageNet)
+    # Every training image, where classes differ in size (ImageNet: 732..1300): estimates
+    # (`ssltrace plan`) scale it, while checks keep per_class["train"], the smallest class.
+    # 0: per_class["train"] x n_classes is exact.
+    train_total: int = 0
     # options -> this source with the facts of that data (a folder dataset's classes and
     # counts depend on its folder); None: the facts above hold for any options.
     facts: Callable[[Mapping[str, object]], DataSource] | None = None
@@ -180,6 +184,7 @@ def _imagenet_facts(options: Mapping[str, object]) -> DataSource:
         DATASETS.get("imagenet"),
         coarse_names=tuple(coarse),
         per_class={"train": imagenet.TRAIN_MIN_PER_CLASS, "test": imagenet.VAL_PER_CLASS},
+        train_total=imagenet.TRAIN_IMAGES,
         facts=None,
     )
 

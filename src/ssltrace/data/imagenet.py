@@ -55,6 +55,7 @@ DEVKIT_ARCHIVE = RemoteFile(
 ARCHIVES = (TRAIN_ARCHIVE, VAL_ARCHIVE, DEVKIT_ARCHIVE)
 N_CLASSES = 1000
 TRAIN_MIN_PER_CLASS = 732  # the smallest ILSVRC 2012 training class
+TRAIN_IMAGES = 1_281_167  # every ILSVRC 2012 training image (732..1300 per class)
 VAL_PER_CLASS = 50
 FOLDER = "imagenet"
 DONE = ".ssltrace_extracted"  # + _train / _val: that split is completely extracted

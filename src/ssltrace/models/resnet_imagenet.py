@@ -18,6 +18,14 @@ layer4's map flattened, C * s * s values with s = image_size / 32 rounded up (25
 ResNet-18 at 224 px), so a head sees the spatial layout. `weights` names a torchvision weights
 file on disk (e.g. resnet18-f37072fd.pth) that initialises the backbone, for a supervised
 reference; its `fc` classifier is not part of a backbone and is left out.
+
+`width` scales every stage's channels as the CIFAR ResNets' option does (ssltrace.models.
+resnet_cifar: 64..512 times width, at least 1). Width 1 is torchvision's network itself; any
+other width assembles the same stem and stages from torchvision's blocks at the scaled widths
+(for tests and pilot runs of the 224-px DAG on a CPU: width 0.25 costs about 1/16 of the
+FLOPs). A weights file fits width 1 only. Measured with torch 2.14.1 on the CPU: width 0.125
+(8-channel stem) aborts in the channels_last backward ("double free or corruption"), a torch
+fault; train with `train.channels_last: false` or width >= 0.25 there.
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ from ssltrace.models.backbone import (
     Backbone,
     GlobalAvgPool,
     check_positive_int,
+    init_weights,
 )
+from ssltrace.models.resnet_cifar import _make_layer, stage_widths
 
 # torchvision's stem modules, kept under their own names inside the "stem" stage so that a
 # torchvision state dict maps onto ours by prefixing "stem." (see torchvision_key).
@@ -117,13 +127,40 @@ def load_torchvision_weights(model: Backbone, path: str | os.PathLike) -> None:
 
 
 def imagenet_resnet(
-    name: str, in_channels: int, final_pool: bool, image_size: int, weights: str | None
+    name: str,
+    in_channels: int,
+    final_pool: bool,
+    image_size: int,
+    weights: str | None,
+    width: float = 1.0,
 ) -> Backbone:
     in_channels = check_positive_int("in_channels", in_channels)
     image_size = check_positive_int("image_size", image_size)
     if not isinstance(final_pool, bool):
         raise ValueError(f"final_pool must be true or false, got {final_pool!r}")
-    net = getattr(torchvision.models, name)()  # torchvision's initialisation, fc unused
+    planes = stage_widths(width)
+    if weights is not None and width != 1:
+        raise ValueError(
+            f"architecture parameter weights: a torchvision weights file fits width 1, not {width}"
+        )
+    stages = _stages(name, in_channels) if width == 1 else _scaled_stages(name, in_channels, planes)
+    channels = _out_channels(stages)
+    if final_pool:
+        stages["pool"] = GlobalAvgPool()
+        model = Backbone(stages, out_dim=channels)
+    else:
+        model = FlatBackbone(stages, channels * final_side(image_size) ** 2, image_size)
+    if width != 1:
+        init_weights(model)
+    # On the meta device (layer names, config checks) there is nothing to load into.
+    if weights is not None and not next(model.parameters()).is_meta:
+        load_torchvision_weights(model, weights)
+    return model
+
+
+def _stages(name: str, in_channels: int) -> OrderedDict[str, nn.Module]:
+    """torchvision's own network (its initialisation), regrouped into the named stages."""
+    net = getattr(torchvision.models, name)()
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -131,16 +168,34 @@ def imagenet_resnet(
     stages["stem"] = nn.Sequential(OrderedDict((m, getattr(net, m)) for m in STEM_MODULES))
     for index in range(1, 5):
         stages[f"layer{index}"] = getattr(net, f"layer{index}")
-    channels = net.fc.in_features
-    if final_pool:
-        stages["pool"] = GlobalAvgPool()
-        model = Backbone(stages, out_dim=channels)
-    else:
-        model = FlatBackbone(stages, channels * final_side(image_size) ** 2, image_size)
-    # On the meta device (layer names, config checks) there is nothing to load into.
-    if weights is not None and not next(model.parameters()).is_meta:
-        load_torchvision_weights(model, weights)
-    return model
+    return stages
+
+
+def _scaled_stages(name: str, in_channels: int, planes: tuple[int, ...]):
+    """The same stem and stages at scaled widths, from torchvision's blocks."""
+    block, blocks = {
+        "resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+        "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3]),
+    }[name]
+    stem = OrderedDict(
+        conv1=nn.Conv2d(in_channels, planes[0], kernel_size=7, stride=2, padding=3, bias=False),
+        bn1=nn.BatchNorm2d(planes[0]),
+        relu=nn.ReLU(inplace=True),
+        maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    stages: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Sequential(stem))
+    in_ch = planes[0]
+    for index, (n_planes, n_blocks) in enumerate(zip(planes, blocks, strict=True)):
+        stride = 1 if index == 0 else 2
+        stages[f"layer{index + 1}"] = _make_layer(block, in_ch, n_planes, n_blocks, stride)
+        in_ch = n_planes * block.expansion
+    return stages
+
+
+def _out_channels(stages: OrderedDict[str, nn.Module]) -> int:
+    """Channels of layer4's output (its last block's last BatchNorm)."""
+    norms = [m for m in stages["layer4"].modules() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1].num_features
 
 
 @ARCHITECTURES.register("resnet18_imagenet")
@@ -150,9 +205,11 @@ def resnet18_imagenet(
     final_pool: bool = True,
     image_size: int = 224,
     weights: str | None = None,
+    width: float = 1.0,
 ) -> Backbone:
-    """ImageNet ResNet-18 (torchvision, 7x7 stem, 224 px); out_dim 512, or 512*7*7 unpooled."""
-    return imagenet_resnet("resnet18", in_channels, final_pool, image_size, weights)
+    """ImageNet ResNet-18 (torchvision, 7x7 stem, 224 px); out_dim 512*width, or 512*7*7
+    unpooled."""
+    return imagenet_resnet("resnet18", in_channels, final_pool, image_size, weights, width)
 
 
 @ARCHITECTURES.register("resnet50_imagenet")
@@ -162,6 +219,8 @@ def resnet50_imagenet(
     final_pool: bool = True,
     image_size: int = 224,
     weights: str | None = None,
+    width: float = 1.0,
 ) -> Backbone:
-    """ImageNet ResNet-50 (torchvision, 7x7 stem, 224 px); out_dim 2048, or 2048*7*7 unpooled."""
-    return imagenet_resnet("resnet50", in_channels, final_pool, image_size, weights)
+    """ImageNet ResNet-50 (torchvision, 7x7 stem, 224 px); out_dim 2048*width, or 2048*7*7
+    unpooled."""
+    return imagenet_resnet("resnet50", in_channels, final_pool, image_size, weights, width)
