@@ -129,6 +129,10 @@ class FolderTrainingSet:
             pin_memory=device.type == "cuda",
             worker_init_fn=_torch_threads if self.workers else None,
             prefetch_factor=2 if self.workers else None,
+            # Workers forked from a trainer with running threads (gloo, the previous epoch's
+            # queue feeders) deadlocked in the child's fork handler (seen under torchrun):
+            # a fork server forks them from a clean single-threaded process instead.
+            multiprocessing_context="forkserver" if self.workers else None,
         )
         for index, images in loader:
             yield (
