@@ -109,11 +109,13 @@ def cpu_kind() -> str:
 
 def table_digests(path) -> tuple[str, str]:
     """(digest of the rows' keys, digest of keys and values) of a study table. The layer of a
-    `best_layer_*` row is a result, so those rows count with the values only."""
+    `best_layer_*` or `*_best` row (the chosen layer) is a result, so those rows count with
+    the values only."""
     table = pd.read_csv(path, sep="\t").sort_values(KEYS)
     keys = ["\t".join(map(str, row)) for row in table[KEYS].itertuples(index=False)]
     values = [f"{k}\t{v:.10g}" for k, v in zip(keys, table["value"], strict=True)]
-    fixed = [k for k, m in zip(keys, table["metric"], strict=True) if not m.startswith("best_")]
+    chosen = table["metric"].str.startswith("best_") | table["metric"].str.endswith("_best")
+    fixed = [k for k, c in zip(keys, chosen, strict=True) if not c]
     return tuple(hashlib.sha256("\n".join(x).encode()).hexdigest() for x in (fixed, values))
 
 
