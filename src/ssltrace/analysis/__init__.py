@@ -9,7 +9,9 @@ the same name (`fewshot` in `fewshot.py`) and registers itself:
 
 `analysis(name)` imports only that module (a clustering job does not load torch for the
 few-shot module beside it); `registered()` imports every module first, so the registry it
-returns is complete and adding an analysis never touches this file.
+returns is complete and adding an analysis never touches this file. The Snakefile calls
+`registered()` at every parse (each dry run, each cluster job), so a module imports scipy's and
+scikit-learn's submodules inside the functions that use them, not at its top.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 
 from ssltrace.analysis import ANALYSES
 from ssltrace.analysis.base import Activations, PerEpochAnalysis, ProbeFile, layer_names
@@ -116,6 +115,8 @@ def i2n(choices, labels, cap: float = 5.0, pseudocount: float = 0.0) -> np.ndarr
 
 
 def _z(rate: np.ndarray, cap: float) -> np.ndarray:
+    import scipy.stats
+
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.clip(scipy.stats.norm.ppf(rate), -cap, cap)
 

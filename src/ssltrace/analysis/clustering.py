@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.cluster.hierarchy as sch
-import scipy.optimize
-import scipy.spatial.distance
 
 from ssltrace import io
 from ssltrace.analysis import ANALYSES
@@ -50,6 +47,9 @@ def linkage_matrix(dissimilarity, linkage: str = "average") -> np.ndarray:
 
     'ward' treats the dissimilarities as Euclidean distances (scipy's convention).
     """
+    import scipy.cluster.hierarchy as sch
+    import scipy.spatial.distance
+
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
     d = np.asarray(dissimilarity, dtype=np.float64)
@@ -70,6 +70,8 @@ def cut_linkage(z: np.ndarray, n_clusters: int) -> np.ndarray:
     merges tie at that height; `cut_tree` undoes merges in the tree's order instead, which
     always leaves the number asked for.
     """
+    import scipy.cluster.hierarchy as sch
+
     n_items = len(z) + 1
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
         raise ValueError(f"n_clusters must be an integer, got {n_clusters!r}")
@@ -125,6 +127,8 @@ def correspondence_matrix(clusters, classes) -> tuple[np.ndarray, np.ndarray]:
         (counts [K, C] int64 with rows in the new order, row_order [K]: row i is cluster
         row_order[i] of the sorted unique cluster labels).
     """
+    import scipy.optimize
+
     counts = _contingency(clusters, classes)
     matched_rows, matched_cols = scipy.optimize.linear_sum_assignment(counts, maximize=True)
     first = matched_rows[np.argsort(matched_cols)]

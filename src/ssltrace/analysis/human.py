@@ -11,7 +11,6 @@ pattern of confusions.
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 
 from ssltrace import io
 from ssltrace.analysis import ANALYSES
@@ -65,6 +64,8 @@ def compare_confusions(model, human, offdiagonal: bool = True) -> float:
     `offdiagonal=True` (the primary measure) uses the K(K-1) off-diagonal entries only;
     False uses all K² entries. NaN when either set of entries is constant.
     """
+    import scipy.stats
+
     a, b = _entries(model, human, offdiagonal)
     return float(scipy.stats.spearmanr(a, b).statistic)
 
@@ -83,6 +84,8 @@ def permutation_pvalue(
     structure (row sums, which entries share a class) while its correspondence with the human
     classes is broken. p = (1 + #{ρ_perm >= ρ_obs}) / (1 + n_perm), so p > 0 always.
     """
+    import scipy.stats
+
     if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
         raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
     model_entries, human_entries = _entries(model, human, offdiagonal)

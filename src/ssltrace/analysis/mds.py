@@ -23,7 +23,6 @@ import dataclasses
 import inspect
 
 import numpy as np
-from scipy.spatial.distance import pdist, squareform
 
 from ssltrace.analysis import ANALYSES
 from ssltrace.analysis.base import Activations, PerEpochAnalysis, layer_names
@@ -32,6 +31,8 @@ from ssltrace.analysis.filters import chosen
 
 def dissimilarities(features: np.ndarray, kind: str = "cosine") -> np.ndarray:
     """Square [n, n] dissimilarity matrix of the rows of `features`."""
+    from scipy.spatial.distance import pdist, squareform
+
     x = np.asarray(features, dtype=np.float64)
     if kind == "cosine":
         norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -62,6 +63,8 @@ def mds_embedding(
 
 def kruskal_stress(delta: np.ndarray, coords: np.ndarray) -> float:
     """sqrt(Σ (δ_ij − d_ij)² / Σ δ_ij²) over pairs i < j."""
+    from scipy.spatial.distance import pdist, squareform
+
     target, found = squareform(delta, checks=False), pdist(coords)
     return float(np.sqrt(((target - found) ** 2).sum() / (target**2).sum()))
 

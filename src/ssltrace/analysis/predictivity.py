@@ -40,7 +40,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
-import scipy.stats
 
 from ssltrace.analysis import ANALYSES
 from ssltrace.analysis.base import Activations, PerEpochAnalysis, ProbeFile
@@ -662,6 +661,8 @@ def ttest_matrix(
 
 
 def _ttest(a, b, paired: bool) -> tuple[float, float]:
+    import scipy.stats
+
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if paired:
         if a.shape != b.shape:

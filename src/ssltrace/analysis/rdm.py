@@ -18,7 +18,6 @@ far too small to be worth a device transfer.
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 
 RDM_METRICS = ("correlation", "euclidean", "cosine")
 COMPARE_METHODS = ("pearson", "spearman", "kendall_tau_a")
@@ -66,6 +65,8 @@ def compare(rdm_a: np.ndarray, rdm_b: np.ndarray, method: str = "spearman") -> f
     right choice when a model RDM predicts tied dissimilarities; Nili et al. 2014).
     Returns NaN when either vector holds NaN or, for Pearson/Spearman, is constant.
     """
+    import scipy.stats
+
     a = _as_vector(rdm_a, "rdm_a")
     b = _as_vector(rdm_b, "rdm_b")
     if a.shape != b.shape:
@@ -90,6 +91,8 @@ def kendall_tau_a(x: np.ndarray, y: np.ndarray) -> float:
     pairs tied in x or in y, so C − D is recovered exactly from it and the tie counts; when
     all of x (or y) is tied, C − D = 0 and τ-b is undefined, so τ-a is 0.
     """
+    import scipy.stats
+
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     m = x.size

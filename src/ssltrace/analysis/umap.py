@@ -19,8 +19,6 @@ keeps the layer's `umap.n_neighbors` neighbourhoods, sklearn.manifold.trustworth
 from __future__ import annotations
 
 import numpy as np
-from sklearn.manifold import trustworthiness
-from sklearn.metrics import silhouette_score
 
 from ssltrace import layout
 from ssltrace.analysis import ANALYSES
@@ -142,6 +140,9 @@ def _files(job, role, epochs):
 
 
 def _scores(layer, level, x, coords, group, n_neighbors):
+    from sklearn.manifold import trustworthiness
+    from sklearn.metrics import silhouette_score
+
     out = []
     if np.unique(group).size > 1:
         out.append((layer, level, "umap_silhouette", float(silhouette_score(coords, group))))

@@ -4,26 +4,16 @@
 `inputs` maps input roles (e.g. "table", "matrices") to file paths, `stem` is the output path
 without extension, `settings` the `figures` config (formats, dpi, ...) plus figure options.
 A module registers its figures with `@FIGURES.register("name")`; every module of this package
-is imported here, so adding a figure never touches this file or the CLI.
+is imported at the first lookup in `FIGURES` (not at import: the Snakefile reads the figure
+table, `ssltrace.figures.table`, without drawing), so adding a figure never touches this file
+or the CLI.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from ssltrace.registry import Registry
 
-FIGURES: Registry = Registry("figure")
-
-
-def _import_submodules() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_submodules()
+FIGURES: Registry = Registry("figure", package=__name__)
 
 
 def draw(name: str, inputs: dict, stem, settings: dict) -> list:

@@ -4,6 +4,9 @@
 `forward(x [B,3,32,32]) -> [B, out_dim]` pooled features (x at 224 px for the `*_imagenet`
 ones), and `layer_modules()` mapping each layer name to the module whose forward output is that
 activation (for forward hooks).
+
+The Snakefile imports the registries to check a config, so the architecture modules import
+torchvision only inside the functions that build a network: a dry run stays fast.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from ssltrace.models.backbone import (
     ARCHITECTURES,
@@ -29,6 +28,8 @@ def res_lh(*, depth: int = 4, hidden: int = 128, in_channels: int = 3) -> Backbo
     Also reachable as `res_{L}_{H}`, e.g. `build_backbone("res_4_128")`; out_dim = hidden.
     `in_channels` is set by methods whose input is not RGB (e.g. CMC's L channel).
     """
+    from torchvision.models.resnet import BasicBlock  # lazily: see ssltrace.models' docstring
+
     depth = check_positive_int("depth", depth)
     hidden = check_positive_int("hidden", hidden)
     stages: OrderedDict[str, nn.Module] = OrderedDict()

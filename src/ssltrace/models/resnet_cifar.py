@@ -7,9 +7,9 @@ layer1 instead of being cut to 8x8 by the ImageNet stem. `width` scales every st
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ssltrace.models.backbone import (
     ARCHITECTURES,
@@ -20,6 +20,9 @@ from ssltrace.models.backbone import (
     conv_bn_relu,
     init_weights,
 )
+
+if TYPE_CHECKING:  # imported where used: see ssltrace.models' docstring
+    from torchvision.models.resnet import BasicBlock, Bottleneck
 
 BASE_WIDTHS = (64, 128, 256, 512)
 
@@ -68,10 +71,14 @@ def cifar_resnet(
 @ARCHITECTURES.register("resnet18")
 def resnet18(*, width: float = 1.0, in_channels: int = 3) -> Backbone:
     """CIFAR ResNet-18 (BasicBlock [2,2,2,2]); out_dim = 512*width."""
+    from torchvision.models.resnet import BasicBlock
+
     return cifar_resnet(BasicBlock, [2, 2, 2, 2], width, in_channels)
 
 
 @ARCHITECTURES.register("resnet50")
 def resnet50(*, width: float = 1.0, in_channels: int = 3) -> Backbone:
     """CIFAR ResNet-50 (Bottleneck [3,4,6,3]); out_dim = 2048*width."""
+    from torchvision.models.resnet import Bottleneck
+
     return cifar_resnet(Bottleneck, [3, 4, 6, 3], width, in_channels)

@@ -35,7 +35,6 @@ import os
 from collections import OrderedDict
 
 import torch
-import torchvision
 from torch import nn
 
 from ssltrace import io
@@ -160,6 +159,8 @@ def imagenet_resnet(
 
 def _stages(name: str, in_channels: int) -> OrderedDict[str, nn.Module]:
     """torchvision's own network (its initialisation), regrouped into the named stages."""
+    import torchvision  # lazily: see ssltrace.models' docstring
+
     net = getattr(torchvision.models, name)()
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -173,6 +174,8 @@ def _stages(name: str, in_channels: int) -> OrderedDict[str, nn.Module]:
 
 def _scaled_stages(name: str, in_channels: int, planes: tuple[int, ...]):
     """The same stem and stages at scaled widths, from torchvision's blocks."""
+    import torchvision
+
     block, blocks = {
         "resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
         "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3]),

@@ -17,7 +17,6 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.vision_transformer import EncoderBlock
 
 from ssltrace.models.backbone import ARCHITECTURES, Backbone, check_positive_int
 
@@ -81,6 +80,8 @@ def vit(
         check_positive_int("patch_size", patch_size),
         check_positive_int("image_size", image_size),
     )
+    from torchvision.models.vision_transformer import EncoderBlock  # lazily: ssltrace.models
+
     for index in range(1, depth + 1):
         stages[f"block{index}"] = EncoderBlock(heads, hidden, mlp, 0.0, 0.0)
     stages["cls"] = ClassToken(hidden)
