@@ -75,13 +75,16 @@ def install() -> None:
     os.replace = replace
 
 
+# Guarded: a DataLoader fork server imports the main module of its rank (as __mp_main__), and
+# unguarded it would start a second trainer there.
 ENTRY = """#!{python}
 import sys
-sys.path.insert(0, {tests!r})
-import ddp_kill
-ddp_kill.install()
-from ssltrace.cli import main
-sys.exit(main())
+if __name__ == "__main__":
+    sys.path.insert(0, {tests!r})
+    import ddp_kill
+    ddp_kill.install()
+    from ssltrace.cli import main
+    sys.exit(main())
 """
 
 TORCHRUN = """#!{python}
