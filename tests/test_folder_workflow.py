@@ -88,9 +88,10 @@ def resumed(folder_study, tmp_path_factory):
                 assert b"torch.distributed.run" in fh.read()  # no shell between
             os.kill(jobs[0], signal.SIGKILL)
             proc.wait(timeout=300)
+            left = ddp_kill.survivors(tag, within=15.0)
         finally:
             proc.kill()
-    left = ddp_kill.survivors(tag, within=15.0)
+            ddp_kill.survivors(tag, within=0.0)  # a failure leaves no paused rank behind
     killed = (tmp / "killed.log").read_text()
     snakemake(work, f"{RUN}/train_log.tsv")  # the rerun, without the pause hook
     log = (work / "results/logs/pretrain/simclr_seed0.log").read_text()
