@@ -1,6 +1,7 @@
 """Training one run with 2 processes (torchrun, gloo on the CPU) through the CLI: killed mid
 epoch and resumed it ends bit-identical to an uninterrupted 2-process run; a 2-process state
-is not resumed by 1 process; bad settings are refused naming the key.
+is not resumed by 1 process; bad settings are refused naming the key; a SIGKILL of torchrun
+while rank 0 writes a checkpoint leaves neither a rank process nor a partial checkpoint.
 
 The run is MoCo v2 with a queue and shuffled-BatchNorm groups: the queue is shared across
 ranks (every rank enqueues every rank's keys) and the shuffles draw from each rank's own
@@ -13,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -25,7 +28,7 @@ from ssltrace.config import defaults
 from ssltrace.io import save_npz, torch_load, write_json
 from ssltrace.network import build_network
 from ssltrace.training import ddp, train_run
-from tests import killpoints
+from tests import ddp_kill, killpoints, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -69,18 +72,26 @@ def make_run(processes=2, **train):
     }
 
 
-def torchrun(data, out, *, kill=None, tmp=None):
-    """`ssltrace pretrain` of make_run() in 2 processes; `kill` = killpoints spec."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def torchrun_command(data, out, *, kill=None, tmp=None, env=None):
+    """(command, environment) of `ssltrace pretrain` of make_run() in 2 processes; `kill` =
+    killpoints spec."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     for name in ddp.ENV:
         env.pop(name, None)
     entry = ["-m", "ssltrace.cli"]
     if kill is not None:  # the CLI behind the kill hooks of tests/killpoints.py
         entry = [str(killpoints.wrapper_dir(tmp) / "ssltrace")]
         env.update(killpoints.kill_env(**kill))
+    if ddp_kill.PAUSE_ENV in env:  # the CLI behind the pause hook of tests/ddp_kill.py
+        entry = [str(ddp_kill.wrapper_dir(tmp) / "ssltrace-paused")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     cmd += ["2", *entry, "pretrain", "--dataset", str(data[0]), "--split", str(data[1])]
     cmd += ["--out-dir", str(out), "--threads", "1", "--settings", json.dumps(make_run())]
+    return cmd, env
+
+
+def torchrun(data, out, *, kill=None, tmp=None):
+    cmd, env = torchrun_command(data, out, kill=kill, tmp=tmp)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -120,20 +131,60 @@ def test_two_processes_write_once_and_log_the_global_batch(reference):
     assert not torch.equal(state["rank_rng"][0]["torch"], state["rank_rng"][1]["torch"])
 
 
+def assert_same_run(out, ref):
+    for epoch in range(3):
+        a = torch_load(out / "checkpoints" / f"epoch_00{epoch}.pt")["state_dict"]
+        b = torch_load(ref / "checkpoints" / f"epoch_00{epoch}.pt")["state_dict"]
+        assert a.keys() == b.keys()
+        for key in a:  # weights, BatchNorm statistics, the MoCo queue
+            assert torch.equal(a[key], b[key]), (epoch, key)
+    columns = ["epoch", "loss", "invariance", "regularisation", "lr"]
+    logs = [pd.read_csv(d / "train_log.tsv", sep="\t")[columns] for d in (out, ref)]
+    pd.testing.assert_frame_equal(*logs)
+
+
 def test_killed_and_resumed_two_process_run_is_bit_identical(data, reference, interrupted):
     out, _ = interrupted
     proc = torchrun(data, out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming after epoch 1" in proc.stdout + proc.stderr
-    for epoch in range(3):
-        a = torch_load(out / "checkpoints" / f"epoch_00{epoch}.pt")["state_dict"]
-        b = torch_load(reference[0] / "checkpoints" / f"epoch_00{epoch}.pt")["state_dict"]
-        assert a.keys() == b.keys()
-        for key in a:  # weights, BatchNorm statistics, the MoCo queue
-            assert torch.equal(a[key], b[key]), (epoch, key)
-    columns = ["epoch", "loss", "invariance", "regularisation", "lr"]
-    logs = [pd.read_csv(d / "train_log.tsv", sep="\t")[columns] for d in (out, reference[0])]
-    pd.testing.assert_frame_equal(*logs)
+    assert_same_run(out, reference[0])
+
+
+def test_sigkill_of_torchrun_while_rank0_writes_a_checkpoint(data, reference, tmp_path):
+    """A SIGKILL of torchrun alone (the launcher of a job killed by its scheduler, `kill -9`)
+    while rank 0 has written epoch 1's checkpoint to its temp file and not yet renamed it:
+    both ranks die with torchrun (their parent-death signal) within seconds instead of
+    training on as orphans, nothing half-written carries a checkpoint's name, and the rerun
+    resumes after epoch 0, ends bit-identical to the uninterrupted run and removes the temp."""
+    out, tag = tmp_path / "run", uuid.uuid4().hex
+    marker = tmp_path / "paused"
+    pause = ddp_kill.pause_env(marker, "before-replace", f"{out}/.state/epochs/epoch_001.pt", 0)
+    cmd, env = torchrun_command(data, out, tmp=tmp_path, env={**pause, ddp_kill.TAG_ENV: tag})
+    output = open(tmp_path / "killed.log", "w")  # noqa: SIM115 (closed below)
+    launcher = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        ddp_kill.wait_for_markers(marker, 1, launcher, timeout=240)
+        assert len(ddp_kill.tagged(tag)) == 3  # torchrun and its two ranks
+        launcher.send_signal(signal.SIGKILL)
+        assert launcher.wait(timeout=30) == -signal.SIGKILL
+        assert ddp_kill.survivors(tag, within=5.0) == [], "a rank outlived torchrun"
+    finally:
+        launcher.kill()
+        output.close()
+        ddp_kill.survivors(tag, within=0.0)  # a failure leaves no paused rank behind
+    epochs = out / ".state" / "epochs"
+    assert sorted(p.name for p in epochs.glob("epoch_*.pt")) == ["epoch_000.pt"]
+    assert [p.name for p in (out / "checkpoints").glob("epoch_001*")] == []
+    temps = tiny_study.temp_leftovers(out)
+    assert [p.name.split(".")[1] for p in temps] == ["epoch_001"], temps  # only a temp
+    assert temps[0].stat().st_size > 0  # written in full, never renamed
+
+    proc = torchrun(data, out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resuming after epoch 0" in proc.stdout + proc.stderr
+    assert_same_run(out, reference[0])
+    assert tiny_study.temp_leftovers(out) == []  # the rerun's write of epoch 1 removed it
 
 
 def test_a_two_process_state_is_not_resumed_by_one_process(data, interrupted, tmp_path):

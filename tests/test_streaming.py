@@ -107,3 +107,34 @@ def test_training_on_a_folder_does_not_depend_on_the_workers(
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_a_loader_worker_ends_when_its_trainer_ends(pidfd):
+    """`_exit_with`, which each worker runs in a thread: the worker process ends within
+    seconds of its trainer (here a stand-in, a `sleep` SIGKILLed), with a pidfd and with the
+    polling kept for systems without one. Workers come from a fork server, so without it they
+    outlived a killed trainer for good (tests/test_folder_workflow.py kills a real one)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    trainer = subprocess.Popen(["sleep", "60"])
+    drop = "" if pidfd else "del os.pidfd_open; "
+    code = (
+        f"import os, time; {drop}import threading\n"
+        "from ssltrace.training.streaming import _exit_with\n"
+        f"threading.Thread(target=_exit_with, args=({trainer.pid},), daemon=True).start()\n"
+        "time.sleep(60)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(3.0)  # the worker imports and starts its watch
+        assert worker.poll() is None  # the trainer lives: the worker too
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+        assert worker.wait(timeout=10) == 1
+    finally:
+        trainer.kill()
+        worker.kill()

@@ -288,8 +288,14 @@ def run_processes(w):
 
 
 def run_launcher(w):
-    """`ssltrace`, or torchrun starting train.processes copies of it on this node."""
+    """`ssltrace`, or torchrun starting train.processes copies of it on this node.
+
+    torchrun replaces the job's shell (`exec`): the job's process is then torchrun, whose
+    ranks die with it (their parent-death signal, ssltrace.cli.die_with_parent). Behind a
+    shell, a killed shell left torchrun and its ranks training on as orphans, rewriting the
+    outputs Snakemake had just removed (torchrun has no parent-death signal of its own).
+    """
     n = run_processes(w)
     if n == 1:
         return "ssltrace"
-    return f"torchrun --standalone --nproc-per-node {n} -m ssltrace.cli"
+    return f"exec torchrun --standalone --nproc-per-node {n} -m ssltrace.cli"

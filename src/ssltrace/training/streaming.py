@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import select
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,38 @@ from ssltrace.data.folder import FolderArray, decode_many, decode_square
 
 def _torch_threads(_worker: int) -> None:
     torch.set_num_threads(1)  # one decoding thread per worker process; workers add up
+
+
+def _start_worker(trainer: int, worker: int) -> None:
+    """DataLoader worker_init_fn: one decoding thread, and an end with the trainer."""
+    _torch_threads(worker)
+    threading.Thread(target=_exit_with, args=(trainer,), daemon=True).start()
+
+
+def _exit_with(trainer: int) -> None:
+    """End this worker process once process `trainer` has ended.
+
+    The workers are forked by a fork server, not by the trainer, so torch's own check (is my
+    parent alive?) watches the fork server, and the fork server waits for its children to let
+    go of its pipe: a trainer killed hard (SIGKILL, or the SIGTERM of its parent-death
+    signal when torchrun is killed) left worker, fork server and resource tracker alive as
+    orphans for good. Once the workers end, the other two see their pipes close and end."""
+    try:
+        select.select([os.pidfd_open(trainer)], [], [])  # a pidfd turns readable at the end
+    except (AttributeError, OSError):  # no pidfd (not Linux, Linux < 5.3): poll
+        while _alive(trainer):
+            time.sleep(1.0)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -127,7 +164,7 @@ class FolderTrainingSet:
             shuffle=False,
             num_workers=self.workers,
             pin_memory=device.type == "cuda",
-            worker_init_fn=_torch_threads if self.workers else None,
+            worker_init_fn=partial(_start_worker, os.getpid()) if self.workers else None,
             prefetch_factor=2 if self.workers else None,
             # Workers forked from a trainer with running threads (gloo, the previous epoch's
             # queue feeders) deadlocked in the child's fork handler (seen under torchrun):
