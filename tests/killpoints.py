@@ -122,13 +122,15 @@ def _install_step_kill(spec: dict) -> None:
     engine.Trainer.fit = fit
 
 
+# Guarded: a fork server (the image-folder loader's workers) imports the main module again.
 WRAPPER = """#!{python}
 import sys
 sys.path.insert(0, {tests!r})
 import killpoints
-killpoints.install()
-from ssltrace.cli import main
-sys.exit(main())
+if __name__ == "__main__":
+    killpoints.install()
+    from ssltrace.cli import main
+    sys.exit(main())
 """
 
 
