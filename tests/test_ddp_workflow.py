@@ -58,3 +58,28 @@ def test_slurm_profile_keeps_the_runs_gpus_on_one_node():
     assert "extract:gpu=2" in args["set-resources"]
     assert not any(a.startswith("pretrain:gpu=") for a in args["set-resources"])  # its own N
     assert "pretrain:gpu=0" in profile_args(SLURM_PROFILE, SSLTRACE_SLURM_GPUS="0")["set-resources"]
+
+
+def test_more_gpu_processes_than_snakemake_grants_are_refused(monkeypatch):
+    """Snakemake lowers a job's gpu resource to --resources gpu=G silently; torchrun would not."""
+    from ssltrace.checks import check_granted_gpus
+
+    on_gpus = checked(**{**TWO, "train": {"device": "cuda"}})
+    with pytest.raises(sslconfig.ConfigError, match=r"processes' = 2: .* --resources gpu=1"):
+        check_granted_gpus(on_gpus, 1)
+    check_granted_gpus(on_gpus, 2)
+    check_granted_gpus(on_gpus, None)  # no limit given
+    check_granted_gpus(checked(**{**TWO, "train": {"device": "cpu"}}), 1)  # gloo on the CPU
+    auto = checked(**{**TWO, "train": {"device": "auto"}})
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    check_granted_gpus(auto, 1)  # auto on a machine without CUDA trains on the CPU
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    with pytest.raises(sslconfig.ConfigError, match="more than --resources gpu=1 grants"):
+        check_granted_gpus(auto, 1)
+
+
+def test_the_dry_run_refuses_a_run_wider_than_the_granted_gpus(tmp_path):
+    work = tiny_study.make_workdir(tmp_path / "study", **{**TWO, "train": {"device": "cuda"}})
+    proc = tiny_study.snakemake(work, "-n", "--resources", "gpu=1", check=False)
+    assert proc.returncode != 0
+    assert "'method_settings.simclr.train.processes' = 2" in proc.stdout + proc.stderr

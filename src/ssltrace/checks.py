@@ -580,6 +580,31 @@ def _check_processes(cfg: dict) -> None:
             )
 
 
+def check_granted_gpus(cfg: dict, gpus: int | None) -> None:
+    """No run that trains on GPUs may ask for more of them than `snakemake --resources gpu=G`
+    (the local profile's count) grants: Snakemake lowers a job's resources to the global limit
+    without a word, while torchrun would still start train.processes ranks, each on its own
+    GPU. Runs on the CPU (gloo) are free to. `gpus` None: no limit was given."""
+    if gpus is None:
+        return
+    for method in cfg["methods"]:
+        train = study.method_train(cfg, method)
+        n = train["processes"]
+        if n > gpus and _on_gpus(train["device"]):
+            raise ConfigError(
+                f"config key '{_where(cfg, method, 'processes')}' = {n}: run {method!r} asks "
+                f"for {n} GPUs, more than --resources gpu={gpus} grants (Snakemake would "
+                "start it with fewer); lower the key, raise the limit or train on the CPU"
+            )
+
+
+def _on_gpus(device: str) -> bool:
+    """Whether a run with train.device `device` trains on GPUs here (auto: if CUDA is seen)."""
+    import torch
+
+    return torch.cuda.is_available() if device == "auto" else str(device).startswith("cuda")
+
+
 def _check_reduction_fit_epoch(cfg: dict) -> None:
     """A PCA fitted on a named epoch needs that checkpoint in every trained run."""
     extract = cfg["extract"]

@@ -9,6 +9,7 @@ from ssltrace import config as sslconfig
 from ssltrace import layout, study
 from ssltrace.analysis import registered
 from ssltrace.analysis.base import Activations, Artifact, ProbeFile
+from ssltrace.checks import check_granted_gpus
 from snakemake.logging import logger
 from ssltrace.splits import FROM_SPLIT
 
@@ -29,6 +30,8 @@ try:
     # planned. Jobs that Snakemake runs in their own process (SLURM) re-read this file: the
     # main process has already built the networks to check layer names, so they skip that.
     CFG = study.checked(config, deep=workflow.is_main_process)
+    _gpus = workflow.global_resources.get("gpu")
+    check_granted_gpus(CFG, None if _gpus is None else _gpus.value)
 except sslconfig.ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 
