@@ -30,8 +30,10 @@ try:
     # planned. Jobs that Snakemake runs in their own process (SLURM) re-read this file: the
     # main process has already built the networks to check layer names, so they skip that.
     CFG = study.checked(config, deep=workflow.is_main_process)
+    # The main process's limit (a cluster job's own process sees that job's resources).
     _gpus = workflow.global_resources.get("gpu")
-    check_granted_gpus(CFG, None if _gpus is None else _gpus.value)
+    if workflow.is_main_process and _gpus is not None:
+        check_granted_gpus(CFG, _gpus.value)
 except sslconfig.ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 
