@@ -142,9 +142,11 @@ def test_mean_teacher_loss_by_hand():
     ce2 = math.log(2)
     p0 = math.exp(2) / (math.exp(2) + 1)
     squares = 2 * (p0 - 0.5) ** 2 + 2 * (0.5 - 0.25) ** 2 + 0.0  # rows 0, 1, 2
-    assert out["regularisation"].item() == pytest.approx((ce0 + ce2) / 2, rel=1e-6)
+    # The classification sums the labelled rows' cross-entropy and divides by the whole
+    # batch (3), as the authors' code; the consistency averages over rows and classes (6).
+    assert out["regularisation"].item() == pytest.approx((ce0 + ce2) / 3, rel=1e-6)
     assert out["invariance"].item() == pytest.approx(10.0 * squares / 6, rel=1e-6)
-    assert out["loss"].item() == pytest.approx((ce0 + ce2) / 2 + 10 * squares / 6, rel=1e-6)
+    assert out["loss"].item() == pytest.approx((ce0 + ce2) / 3 + 10 * squares / 6, rel=1e-6)
 
 
 def test_mean_teacher_without_labels_in_the_batch_and_teacher_without_gradient():
@@ -176,7 +178,7 @@ def context(images, labels, epoch=1, batch=4):
 
 def test_mean_teacher_ramps_weight_and_switches_ema_decay_after_rampup():
     torch.manual_seed(0)
-    mt = build_network(ARCH, "mean_teacher", {"rampup_epochs": 2}, 3)
+    mt = build_network(ARCH, "mean_teacher", {"rampup_epochs": 2, "ema_warmup": False}, 3)
     images = torch.zeros(8, 32, 32, 3, dtype=torch.uint8)
     mt.before_epoch(context(images, torch.zeros(8, dtype=torch.long), epoch=2))  # 2 steps/epoch
     assert mt.position == 1.0
@@ -192,6 +194,33 @@ def test_mean_teacher_ramps_weight_and_switches_ema_decay_after_rampup():
     mt.after_step(0.0)  # teacher <- 0.999 teacher + 0.001 student
     expected = 0.999 * teacher + 0.001 * mt.head.fc1.weight
     assert torch.allclose(mt.teacher_head.fc1.weight, expected, atol=1e-6)
+
+
+def test_mean_teacher_teacher_is_the_true_average_until_the_ema_takes_over():
+    """The authors' PyTorch update_ema_variables: decay min(1 - 1/(t + 1), decay) at the t-th
+    step, so after t steps the teacher is the mean of the initial and the t students' weights."""
+    torch.manual_seed(0)
+    mt = build_network(ARCH, "mean_teacher", {"rampup_epochs": 2}, 3)
+    images = torch.zeros(8, 32, 32, 3, dtype=torch.uint8)
+    mt.before_epoch(context(images, torch.zeros(8, dtype=torch.long), epoch=1))  # 2 steps/epoch
+    seen = [mt.head.fc1.weight.clone()]  # the teacher starts as a copy of the student
+    for epoch, shift in ((1, 1.0), (1, -3.0), (2, 0.5)):  # steps 1, 2 (epoch 1), 3 (epoch 2)
+        if epoch == 2:
+            mt.before_epoch(context(images, torch.zeros(8, dtype=torch.long), epoch=2))
+        with torch.no_grad():
+            mt.head.fc1.weight.add_(shift)  # an optimiser step
+        seen.append(mt.head.fc1.weight.clone())
+        mt.after_step(0.0)
+        mean = torch.stack(seen).mean(dim=0)  # (init + t students) / (t + 1)
+        assert torch.allclose(mt.teacher_head.fc1.weight, mean, atol=1e-5)
+    assert mt.momentum(0.0) == pytest.approx(1 - 1 / 5)  # the 4th step: 4 / 5 < 0.99
+    mt.before_epoch(context(images, torch.zeros(8, dtype=torch.long), epoch=60))
+    assert mt.momentum(0.0) == pytest.approx(1 - 1 / 120)  # step 119: still below 0.999
+    mt.before_epoch(context(images, torch.zeros(8, dtype=torch.long), epoch=1000))
+    assert mt.momentum(0.0) == 0.999  # step 1999: 1 - 1/2000 > 0.999, the EMA's decay wins
+    off = build_network(ARCH, "mean_teacher", {"rampup_epochs": 2, "ema_warmup": False}, 3)
+    off.before_epoch(context(images, torch.zeros(8, dtype=torch.long), epoch=1))
+    assert off.momentum(0.0) == 0.99  # the paper's plain EMA from the first step
 
 
 # --- few-label control -----------------------------------------------------------------------

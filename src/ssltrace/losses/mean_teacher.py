@@ -5,14 +5,19 @@ With z the student's logits of one augmentation of each image [B, C], z' the tea
 of another augmentation [B, C], y the labels (-1 = unlabelled), L = {i : y_i >= 0} and w the
 ramped consistency weight,
 
-    classification = mean_{i in L} ( -z_{i, y_i} + log sum_c exp(z_{i, c}) )   (0 if L is empty)
+    classification = (1 / B) sum_{i in L} ( -z_{i, y_i} + log sum_c exp(z_{i, c}) )
     consistency    = mean_{i, c} ( softmax(z_i)_c - softmax(z'_i)_c )^2          (all images)
     loss           = classification + w * consistency.
 
 The consistency is the squared difference of the class probabilities, averaged over the batch
 and the C classes, as the authors' `softmax_mse_loss` (sum over classes / C, then / batch);
-the teacher side carries no gradient. The classification is averaged over the batch's
-labelled images (the paper's expectation over labelled inputs).
+the teacher side carries no gradient. The classification sums over the batch's labelled
+images and divides by the whole batch B, as both of the authors' implementations do
+(pytorch/main.py: `class_criterion(...) / minibatch_size` with `ignore_index=NO_LABEL`;
+tensorflow/mean_teacher/model.py `classification_costs`: "Take mean over all examples, not
+just labeled examples"): the paper's consistency weight (100) is set against this scale.
+Dividing by the labelled count instead would weigh the classification B / |L| times (4 with
+a quarter of each batch labelled) more against the consistency than the paper's runs did.
 
 Split: `invariance` = w * consistency (the agreement of two augmentations across student and
 teacher), `regularisation` = classification (what rules out the constant prediction that
@@ -53,7 +58,7 @@ def mean_teacher_loss(
         check_positive("weight", weight)
     labelled = labels >= 0
     ce = F.cross_entropy(student[labelled], labels[labelled], reduction="sum")
-    classification = ce / labelled.sum().clamp(min=1)
+    classification = ce / len(student)  # the whole batch, as the authors' code (docstring)
     p_student = F.softmax(student, dim=1)
     p_teacher = F.softmax(teacher.detach(), dim=1)
     consistency = weight * (p_student - p_teacher).pow(2).mean()

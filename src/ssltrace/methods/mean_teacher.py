@@ -11,7 +11,15 @@ Schedules as the paper (§3.2, Appendix B) and the authors' code:
 - consistency weight `consistency` (100, the authors' CIFAR-10 setting for the softmax MSE
   averaged over classes) times the sigmoid ramp-up exp(-5 (1 - e / `rampup_epochs`)^2) over
   the first `rampup_epochs` (5) epochs, e counting epochs in fractions of steps from 0;
-- EMA decay `base_momentum` (0.99) during the ramp-up and `final_momentum` (0.999) after.
+- EMA decay `base_momentum` (0.99) during the ramp-up and `final_momentum` (0.999) after
+  (the TensorFlow code's schedule; the PyTorch code's CIFAR-10 runs hold 0.99, or 0.97 with
+  1,000 labels: set both to one value for that);
+- `ema_warmup` (true, the authors' PyTorch `update_ema_variables`): the decay at the t-th
+  optimiser step of the run is min(1 - 1 / (t + 1), decay), so the teacher is the plain
+  average of the student's weights so far until the exponential average has enough history.
+  Without it the teacher keeps decay^t of the random initialisation (0.99^36 x 0.999^108 =
+  0.62 after 144 steps), which its predictions then anchor the student's consistency to;
+  false = the paper's plain EMA from the first step.
 Both depend on the epoch, not on the run's length: a longer run is the same run extended.
 
 Batches as the authors' code builds them (TwoStreamBatchSampler): a fixed share of each batch,
@@ -45,6 +53,7 @@ class MeanTeacher(MomentumMethod):
         "base_momentum": 0.99,
         "final_momentum": 0.999,
         "labelled_share": 0.25,
+        "ema_warmup": True,
     }
     positive = ("hidden_dim",)
     non_negative = ("consistency", "rampup_epochs")
@@ -82,8 +91,13 @@ class MeanTeacher(MomentumMethod):
         return self.params["consistency"] * ramp
 
     def momentum(self, progress: float) -> float:
+        """The EMA decay of the update after the current step (module docstring)."""
         ramping = self.position < self.params["rampup_epochs"]
-        return self.params["base_momentum" if ramping else "final_momentum"]
+        decay = self.params["base_momentum" if ramping else "final_momentum"]
+        if not self.params["ema_warmup"]:
+            return decay
+        t = self.epoch_start * self.steps_per_epoch + self.step + 1  # steps taken, this one too
+        return min(1.0 - 1.0 / (t + 1), decay)
 
     def after_step(self, progress: float) -> None:
         super().after_step(progress)
