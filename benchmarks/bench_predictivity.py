@@ -92,20 +92,21 @@ def run_ssltrace(args, layers) -> dict:
     inner = args.inner if args.inner == "loo" else int(args.inner)
     settings = PredictivitySettings(inner_folds=inner, backend=args.backend)
     latent, responses, groups, region = make_data(args.images, args.neuroids)
-    parts = {"pca": 0.0}
+    parts, cpu_parts = {"pca": 0.0}, {"pca": 0.0}
     pca = predictivity.pca_scores
 
     def timed_pca(*a, **k):  # the breakdown: PCA vs the readout's cross-validation
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = pca(*a, **k)
         parts["pca"] += time.perf_counter() - start
+        cpu_parts["pca"] += time.process_time() - cpu
         return out
 
     predictivity.pca_scores = timed_pca
     start, cpu = time.perf_counter(), time.process_time()
     ceiling = split_half_reliability(responses, n_splits=100)
     seconds = parts["ceiling"] = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu
+    cpu_seconds = cpu_parts["ceiling"] = time.process_time() - cpu
     medians = {}
     for i, (name, shape) in enumerate(layers.items()):
         x = layer_features(latent, shape, i)
@@ -118,7 +119,14 @@ def run_ssltrace(args, layers) -> dict:
         medians[name] = float(np.nanmedian(scores.raw))
         print(f"  ssltrace {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
     parts["ridge"] = seconds - parts["pca"] - parts["ceiling"]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "medians": medians, "parts": parts}
+    cpu_parts["ridge"] = cpu_seconds - cpu_parts["pca"] - cpu_parts["ceiling"]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "medians": medians,
+        "parts": parts,
+        "cpu_parts": cpu_parts,
+    }
 
 
 def run_baseline(args, layers) -> dict:
@@ -131,12 +139,13 @@ def run_baseline(args, layers) -> dict:
 
     latent, responses, groups, region = make_data(args.images, args.neuroids)
     y = responses.mean(0)
-    seconds, cpu_seconds, medians, parts = 0.0, 0.0, {}, {"pca": 0.0}
+    seconds, cpu_seconds, medians, parts, cpu_parts = 0.0, 0.0, {}, {"pca": 0.0}, {"pca": 0.0}
     for i, (name, shape) in enumerate(layers.items()):
         x = layer_features(latent, shape, i)
         start, cpu = time.perf_counter(), time.process_time()
         z = PCA(n_components=min(1000, *x.shape), random_state=0).fit_transform(x)
         parts["pca"] += time.perf_counter() - start
+        cpu_parts["pca"] += time.process_time() - cpu
         splits = StratifiedShuffleSplit(
             n_splits=args.baseline_splits, train_size=0.9, random_state=0
         )
@@ -149,7 +158,14 @@ def run_baseline(args, layers) -> dict:
         medians[name] = float(np.nanmedian(np.mean(scores, axis=0)))
         print(f"  baseline {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
     parts["pls"] = seconds - parts["pca"]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "medians": medians, "parts": parts}
+    cpu_parts["pls"] = cpu_seconds - cpu_parts["pca"]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "medians": medians,
+        "parts": parts,
+        "cpu_parts": cpu_parts,
+    }
 
 
 def child(args) -> None:
@@ -177,6 +193,20 @@ def launch(which: str, argv: list[str], threads: int) -> dict:
     return result
 
 
+def describe(r: dict) -> str:
+    """Wall and CPU seconds of one side, each with its split, and the peak RSS."""
+    wall = ", ".join(f"{k} {v:.1f}" for k, v in r["parts"].items())
+    cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_parts"].items())
+    return (
+        f"{r['seconds']:.1f} s wall ({wall}), {r['cpu_seconds']:.1f} CPU s ({cpu}), "
+        f"peak RSS {r['peak_rss_mb']:.0f} MB"
+    )
+
+
+def report_one(which: str, r: dict) -> None:
+    print(f"{which}: {describe(r)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=3000)
@@ -186,6 +216,9 @@ def main() -> None:
     parser.add_argument("--backend", default="numpy", help="himalaya backend (K-fold inner CV)")
     parser.add_argument("--baseline-splits", type=int, default=10)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only", choices=("ssltrace", "baseline"), help="run one side only (profiling)"
+    )
     parser.add_argument("--child", choices=("ssltrace", "baseline"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick and args.images == 3000:
@@ -199,12 +232,13 @@ def main() -> None:
         f"{args.threads} threads; ridge inner CV {args.inner} ({args.backend})",
         flush=True,
     )
+    if args.only:
+        return report_one(args.only, launch(args.only, argv, args.threads))
     ours = launch("ssltrace", argv, args.threads)
     base = launch("baseline", argv, args.threads)
     ratio = base["seconds"] / ours["seconds"]
     for name, r in (("ssltrace ridge_pca, all layers", ours), ("sklearn PCA+PLS per layer", base)):
-        split = ", ".join(f"{k} {v:.1f} s" for k, v in r["parts"].items())
-        print(f"{name:31s}: {r['seconds']:8.1f} s ({split}), peak RSS {r['peak_rss_mb']:.0f} MB")
+        print(f"{name:31s}: {describe(r)}")
     print(f"{'speed-up (same run)':31s}: {ratio:8.1f}x (target >= 10x)")
     cpu = base["cpu_seconds"] / ours["cpu_seconds"]
     print(
