@@ -116,6 +116,7 @@ def run_ssltrace(args, layers) -> dict:
         )
         seconds += time.perf_counter() - start
         cpu_seconds += time.process_time() - cpu
+        del x  # the next layer's features are built without this one alive (both sides)
         medians[name] = float(np.nanmedian(scores.raw))
         print(f"  ssltrace {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
     parts["ridge"] = seconds - parts["pca"] - parts["ceiling"]
@@ -155,6 +156,7 @@ def run_baseline(args, layers) -> dict:
             scores.append(pearson_columns(model.predict(z[test]), y[test]))
         seconds += time.perf_counter() - start
         cpu_seconds += time.process_time() - cpu
+        del x, z
         medians[name] = float(np.nanmedian(np.mean(scores, axis=0)))
         print(f"  baseline {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
     parts["pls"] = seconds - parts["pca"]
