@@ -130,21 +130,38 @@ def run_ssltrace(args, layers) -> dict:
     }
 
 
+def baseline_pca(x, reference=None):
+    """The baseline's PCA: fitted on the stimuli x ("stimuli"), or, as Brain-Score's
+    `LayerPCA`, fitted on `reference` (1000 other images) and applied to x, layers with at
+    most 1000 features left unreduced ("reference")."""
+    from sklearn.decomposition import PCA
+
+    if reference is None:
+        return PCA(n_components=min(1000, *x.shape), random_state=0).fit_transform(x)
+    if x.shape[1] <= 1000:
+        return x
+    return PCA(n_components=1000, random_state=0).fit(reference).transform(x)
+
+
 def run_baseline(args, layers) -> dict:
     import numpy as np
     from sklearn.cross_decomposition import PLSRegression
-    from sklearn.decomposition import PCA
     from sklearn.model_selection import StratifiedShuffleSplit
 
     from ssltrace.analysis.predictivity import pearson_columns
 
     latent, responses, groups, region = make_data(args.images, args.neuroids)
+    by_reference = args.baseline_pca == "reference"
+    # Brain-Score's reference set: 1000 other images of the same "network" (ImageNet val)
+    reference_latent = np.random.default_rng(1).standard_normal((1000, 32)).astype(np.float32)
     y = responses.mean(0)
     seconds, cpu_seconds, medians, parts, cpu_parts = 0.0, 0.0, {}, {"pca": 0.0}, {"pca": 0.0}
     for i, (name, shape) in enumerate(layers.items()):
         x = layer_features(latent, shape, i)
+        reference = layer_features(reference_latent, shape, i) if by_reference else None
         start, cpu = time.perf_counter(), time.process_time()
-        z = PCA(n_components=min(1000, *x.shape), random_state=0).fit_transform(x)
+        z = baseline_pca(x, reference)
+        del reference
         parts["pca"] += time.perf_counter() - start
         cpu_parts["pca"] += time.process_time() - cpu
         splits = StratifiedShuffleSplit(
@@ -217,6 +234,12 @@ def main() -> None:
     parser.add_argument("--inner", default="loo", help='ridge inner CV: "loo" or K folds')
     parser.add_argument("--backend", default="numpy", help="himalaya backend (K-fold inner CV)")
     parser.add_argument("--baseline-splits", type=int, default=10)
+    parser.add_argument(
+        "--baseline-pca",
+        choices=("stimuli", "reference"),
+        default="stimuli",
+        help="baseline PCA fitted on the stimuli, or on 1000 reference images (Brain-Score)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only", choices=("ssltrace", "baseline"), help="run one side only (profiling)"
@@ -231,7 +254,8 @@ def main() -> None:
     layers = QUICK_LAYERS if args.quick else LAYERS
     print(
         f"{args.images} images x {args.neuroids} neuroids, layers {list(layers)}, "
-        f"{args.threads} threads; ridge inner CV {args.inner} ({args.backend})",
+        f"{args.threads} threads; ridge inner CV {args.inner} ({args.backend}); "
+        f"baseline PCA fitted on the {args.baseline_pca}",
         flush=True,
     )
     if args.only:

@@ -206,6 +206,16 @@ def test_pca_scores_equal_scikit_learn_up_to_sign():
         np.testing.assert_allclose(ours * signs, reference, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_pca_scores_on_the_gpu_equal_the_cpu_up_to_sign():
+    rng = np.random.default_rng(2)
+    for shape in ((60, 300), (90, 40)):
+        x = rng.standard_normal(shape) @ np.diag(np.linspace(3, 0.1, shape[1]))
+        cpu, gpu = pca_scores(x, 10), pca_scores(x, 10, device="cuda")
+        signs = np.sign((cpu * gpu).sum(0))
+        np.testing.assert_allclose(gpu * signs, cpu, rtol=1e-3, atol=1e-3)
+
+
 def test_pls_cross_validation_equals_scikit_learn_loop():
     a, responses, _, groups, _ = planted(n_images=150, n_features=30, n_neuroids=4)
     y = responses.mean(0).astype(np.float32)
