@@ -206,6 +206,16 @@ def test_pca_scores_equal_scikit_learn_up_to_sign():
         np.testing.assert_allclose(ours * signs, reference, rtol=1e-3, atol=1e-3)
 
 
+def test_gram_summed_over_column_blocks_equals_the_centred_product():
+    from ssltrace.analysis.predictivity import _gram
+
+    x = np.random.default_rng(3).random((40, 250)).astype(np.float32) + 5.0  # far from 0
+    centred = x.astype(np.float64) - x.astype(np.float64).mean(0)
+    for block in (40 * 7, 40 * 250, 10**9):  # 36 blocks (the last partial), one, one
+        gram, _ = _gram(x, "cpu", block=block)
+        np.testing.assert_allclose(gram, centred @ centred.T, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_pca_scores_on_the_gpu_equal_the_cpu_up_to_sign():
     rng = np.random.default_rng(2)
