@@ -58,7 +58,7 @@ class PredictivitySettings:
     # decomposition per fit shared by all alphas and neuroids; Brain-Score's RidgeCV, here per
     # neuroid), or K stratified folds with himalaya on `backend` (the GPU path). "loo" is the
     # default: per outer fold of 2400 x 1000 PCs x 256 neuroids, one CPU thread, measured
-    # 1.2 CPU s vs 5.0 s (himalaya torch float32, 3 folds), 7.9 s (torch, 5 folds) and 34 s
+    # 1.2 CPU s vs 4.7 s (himalaya torch float32, 3 folds), 7.5 s (torch, 5 folds) and ~30x
     # (himalaya numpy, 5 folds); at 800 x 999, 0.5 s vs 0.9 s (torch, 3 folds).
     inner_folds: int | str = "loo"
     outer_folds: int = 5  # stratified folds scored
@@ -213,7 +213,7 @@ def _gram(x: np.ndarray, device, block: int = 32_000_000) -> tuple[np.ndarray, n
     when D <= P (the scores are then its projections).
 
     On the CPU numpy's product: it calls BLAS's symmetric rank-k update for c @ c.T
-    (measured 2.2x less CPU than torch's general product at 3000 x 16384, one thread), summed
+    (measured 2.1x less CPU than torch's general product at 3000 x 16384, one thread), summed
     over blocks of about `block` values of centred columns, so no centred copy of a wide
     layer is held (at 3000 x 65536: 128 MB instead of 786 MB, for 4 % more CPU); on an
     accelerator torch's.
@@ -240,9 +240,11 @@ def _gram(x: np.ndarray, device, block: int = 32_000_000) -> tuple[np.ndarray, n
 def _top_eigenpairs(gram, k: int, device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """The k largest eigenvalues (descending) and their eigenvectors of a symmetric matrix.
 
-    torch's full eigh (MKL's divide and conquer on the CPU): measured at 3000 x 3000, top
-    1000, float32, one thread, 2.7 CPU s vs 17.6 s for LAPACK's subset driver (scipy `evr`,
-    OpenBLAS) and 10.6 s for scipy's full `evd`; at 1000 x 1000, 0.09 vs 0.72 s.
+    torch's full eigh (MKL's divide and conquer on the CPU): measured on the 3000 x 3000 Gram
+    matrix of 16384 rectified noise features, top 1000, float32, one thread, 2.0 CPU s vs
+    11.3 s for LAPACK's subset driver (scipy `evr` on OpenBLAS, used before); with the
+    symmetric product, the PCA of the six layers of benchmarks/bench_predictivity.py at 3000
+    images took 23 instead of 39 CPU s.
     """
     import torch
 
@@ -364,7 +366,7 @@ class RidgeReadout(Readout):
         # samples than features, the SVD of X (sklearn's "auto" would take the covariance
         # eigen-solver, whose per-alpha k x k inverse was measured 2.5x slower at 2400 x 1000
         # x 256 targets); else the eigendecomposition of the n x n Gram matrix ("eigen"),
-        # measured 0.37 vs 0.47 CPU s for the SVD at 800 x 999
+        # measured 0.34 vs 0.48 CPU s for the SVD at 800 x 999
         mode = "svd" if shape[0] > shape[1] else "eigen"
         alphas = np.asarray(self.settings.alphas)
         return RidgeCV(alphas=alphas, alpha_per_target=True, gcv_mode=mode)
