@@ -168,14 +168,62 @@ def test_ridge_leave_one_out_and_fixed_alphas_equal_scikit_learn():
         np.testing.assert_allclose(fixed[:, n], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("n_features", [12, 70])  # more samples than features, and fewer
+def test_ridge_leave_one_out_equals_explicit_leave_one_out_refits(n_features):
+    """The per-neuroid alpha and the predictions equal n explicit refits per alpha (scikit-
+    learn `Ridge` on every leave-one-out training set), in the SVD and the Gram regimes."""
+    from sklearn.model_selection import LeaveOneOut, cross_val_predict
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, n_features))
+    y = x[:, :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((60, 4)) * [0.3, 1, 3, 10]
+    alphas = (0.01, 1.0, 30.0, 1000.0)
+    readout = RidgeReadout(PredictivitySettings(alphas=alphas, inner_folds="loo"))
+    prediction, chosen = readout.nested(x[:50], y[:50], np.zeros(50), x[50:])
+    for n in range(y.shape[1]):
+        errors = [
+            (
+                (cross_val_predict(Ridge(alpha), x[:50], y[:50, n], cv=LeaveOneOut()) - y[:50, n])
+                ** 2
+            ).sum()
+            for alpha in alphas
+        ]
+        best = alphas[int(np.argmin(errors))]
+        assert chosen[n] == best
+        expected = Ridge(alpha=best).fit(x[:50], y[:50, n]).predict(x[50:])
+        np.testing.assert_allclose(prediction[:, n], expected, rtol=1e-6, atol=1e-9)
+
+
 def test_pca_scores_equal_scikit_learn_up_to_sign():
     rng = np.random.default_rng(0)
-    for shape in ((50, 200), (80, 30)):  # Gram path (D > P) and covariance path
+    # Gram path (D > P), covariance path, and every component (k = P - 1, as at 1000 images)
+    for shape, k in (((50, 200), 10), ((80, 30), 10), ((40, 200), 39)):
         x = rng.standard_normal(shape) @ np.diag(np.linspace(3, 0.1, shape[1]))
-        ours = pca_scores(x, n_components=10)
-        reference = PCA(10).fit_transform(x)
+        ours = pca_scores(x, n_components=1000 if k == 39 else k)
+        assert ours.shape == (shape[0], k)
+        reference = PCA(k).fit_transform(x)
         signs = np.sign((ours * reference).sum(0))
         np.testing.assert_allclose(ours * signs, reference, rtol=1e-3, atol=1e-3)
+
+
+def test_gram_summed_over_column_blocks_equals_the_centred_product():
+    from ssltrace.analysis.predictivity import _gram
+
+    x = np.random.default_rng(3).random((40, 250)).astype(np.float32) + 5.0  # far from 0
+    centred = x.astype(np.float64) - x.astype(np.float64).mean(0)
+    for block in (40 * 7, 40 * 250, 10**9):  # 36 blocks (the last partial), one, one
+        gram, _ = _gram(x, "cpu", block=block)
+        np.testing.assert_allclose(gram, centred @ centred.T, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_pca_scores_on_the_gpu_equal_the_cpu_up_to_sign():
+    rng = np.random.default_rng(2)
+    for shape in ((60, 300), (90, 40)):
+        x = rng.standard_normal(shape) @ np.diag(np.linspace(3, 0.1, shape[1]))
+        cpu, gpu = pca_scores(x, 10), pca_scores(x, 10, device="cuda")
+        signs = np.sign((cpu * gpu).sum(0))
+        np.testing.assert_allclose(gpu * signs, cpu, rtol=1e-3, atol=1e-3)
 
 
 def test_pls_cross_validation_equals_scikit_learn_loop():
