@@ -25,6 +25,7 @@ from ssltrace.data import (
 from ssltrace.data.folder import FolderArray, decode_square, with_lazy_images
 from ssltrace.data.imagenet import ARCHIVES, DEVKIT_ARCHIVE, TRAIN_ARCHIVE, VAL_ARCHIVE
 from tests.folder_study import CLASSES, COARSE, make_image_folder, write_coarse_map
+from tests.test_data_cifar import write_tar
 
 
 @pytest.fixture(scope="module")
@@ -159,15 +160,6 @@ def test_validate_refuses_absolute_paths(tmp_path, folder):
 
 
 # ----------------------------------------------------------------------------- imagenet
-def _tar(path: Path, members: dict[str, bytes], mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, _io.BytesIO(payload))
-    return path
-
-
 def _jpeg(seed: int) -> bytes:
     buf = _io.BytesIO()
     rng = np.random.default_rng(seed)
@@ -190,7 +182,7 @@ def fake_imagenet(data_dir: Path, wnids=("n001", "n002", "n003")) -> dict[str, R
     scipy.io.savemat(mat, {"synsets": synsets})
     truth = [3, 1, 2, 1, 2, 3]  # val image i has ILSVRC2012_ID truth[i]
     prefix = "ILSVRC2012_devkit_t12/data/"
-    _tar(
+    write_tar(
         data_dir / DEVKIT_ARCHIVE.filename,
         {
             prefix + "meta.mat": mat.getvalue(),
@@ -208,10 +200,11 @@ def fake_imagenet(data_dir: Path, wnids=("n001", "n002", "n003")) -> dict[str, R
                 info.size = len(payload)
                 tar.addfile(info, _io.BytesIO(payload))
         inner[f"{wnid}.tar"] = buf.getvalue()
-    _tar(data_dir / TRAIN_ARCHIVE.filename, inner)
-    _tar(
+    write_tar(data_dir / TRAIN_ARCHIVE.filename, inner, "w")
+    write_tar(
         data_dir / VAL_ARCHIVE.filename,
         {f"ILSVRC2012_val_{i + 1:08d}.JPEG": _jpeg(100 + i) for i in range(len(truth))},
+        "w",
     )
     return {
         a.filename: RemoteFile(
