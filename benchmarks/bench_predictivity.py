@@ -136,6 +136,11 @@ def run_ssltrace(args, layers) -> dict:
         print(f"  ssltrace {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
     parts["ridge"] = seconds - parts["pca"] - parts["ceiling"]
     cpu_parts["ridge"] = cpu_seconds - cpu_parts["pca"] - cpu_parts["ceiling"]
+    return timings(seconds, cpu_seconds, medians, parts, cpu_parts)
+
+
+def timings(seconds, cpu_seconds, medians, parts, cpu_parts) -> dict:
+    """One side's result: wall and CPU seconds of the timed parts, their split, the medians."""
     return {
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
@@ -193,13 +198,7 @@ def run_baseline(args, layers) -> dict:
         print(f"  baseline {name}: r {medians[name]:.3f} ({seconds:.1f} s so far)", flush=True)
     parts["pls"] = seconds - parts["pca"]
     cpu_parts["pls"] = cpu_seconds - cpu_parts["pca"]
-    return {
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "medians": medians,
-        "parts": parts,
-        "cpu_parts": cpu_parts,
-    }
+    return timings(seconds, cpu_seconds, medians, parts, cpu_parts)
 
 
 def child(args) -> None:
